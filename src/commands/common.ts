@@ -1,0 +1,46 @@
+import type { Argv } from 'yargs';
+import { coerceScalar, loadConfig, type Config } from '../config.js';
+import { UsageError } from '../errors.js';
+import { registerSecret, setQuiet } from '../log.js';
+
+export interface CommonArgs {
+  config?: string;
+  'work-dir'?: string;
+  set?: string[];
+  json: boolean;
+  quiet: boolean;
+  debug: boolean;
+}
+
+/** Config for a command: file, environment and flags, with the API key registered for redaction before any output. */
+export function configFromArgs(args: CommonArgs, flags: Record<string, unknown> = {}): Config {
+  setQuiet(args.quiet || args.json);
+  const overrides: Record<string, unknown> = { ...flags };
+  if (args['work-dir'] !== undefined) overrides.work_dir = args['work-dir'];
+  for (const pair of args.set ?? []) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError('USAGE', `--set takes key=value, got "${pair}"`);
+    overrides[pair.slice(0, eq).trim()] = coerceScalar(pair.slice(eq + 1));
+  }
+  registerSecret(process.env.OPENAI_API_KEY);
+  const { config } = loadConfig({ configPath: args.config, flags: overrides });
+  registerSecret(config.openai_api_key);
+  return config;
+}
+
+/** Shorthand flags for the most used config keys. */
+export function modelOptions<T>(y: Argv<T>) {
+  return y
+    .option('model', { type: 'string', describe: 'Embedding model (config: model)' })
+    .option('dimensions', { type: 'number', describe: 'Output dimensions, text-embedding-3 models only (config: dimensions)' })
+    .option('encoding-format', { choices: ['float', 'base64'] as const, describe: 'Vector encoding in results (config: encoding_format)' })
+    .option('embed-fields', { type: 'string', describe: 'Comma-separated columns to embed (config: embed_fields)' });
+}
+
+export function modelFlags(args: { model?: string; dimensions?: number; 'encoding-format'?: string; 'embed-fields'?: string }): Record<string, unknown> {
+  return { model: args.model, dimensions: args.dimensions, encoding_format: args['encoding-format'], embed_fields: args['embed-fields'] };
+}
+
+export const usd = (n: number | null) =>
+  n === null ? 'unknown (model not in the price table)' : n === 0 ? '$0' : n < 0.01 ? `$${n.toPrecision(2)}` : `$${n.toFixed(2)}`;
+export const num = (n: number) => n.toLocaleString('en-US');

@@ -1,0 +1,214 @@
+/**
+ * Configuration: one zod schema, four layers. Precedence: command-line flag > environment > config file > default.
+ * Every key of the seed system keeps its name and meaning; an unknown key or a bad value is a usage error (exit 2)
+ * naming the key, the layer it came from and what is wrong.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { UsageError } from './errors.js';
+import { MODELS } from './models.js';
+
+const commaList = (item: z.ZodType<string>) =>
+  z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()) : v), z.array(item));
+
+const inputSchema = z
+  .object({
+    delimiter: z.string().min(1).default(','),
+    quote: z.string().length(1).default('"'),
+    escape: z.string().length(1).default('"'),
+    encoding: z.string().min(1).default('utf-8'),
+    header: z.boolean().default(true),
+    columns: commaList(z.string().min(1)).nullable().default(null),
+    null_values: commaList(z.string()).default(['', 'NaN']),
+    on_malformed_row: z.enum(['stop', 'skip']).default('stop'),
+    normalize: z.enum(['none', 'NFC', 'NFD', 'NFKC', 'NFKD']).default('none'),
+    trim: z.boolean().default(false),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    // Keys of the seed system, same names and meanings.
+    use_batch_embeddings: z.boolean().default(true),
+    batch_embedding_size: z.number().int().min(1).max(50_000).default(50_000),
+    max_requests_per_file: z.number().int().min(1).max(50_000).default(50_000),
+    batch_manual_polling: z.boolean().default(true),
+    batch_poll_interval: z.number().min(0).default(300),
+    batch_max_wait_time: z.number().min(0).default(86_400),
+    openai_api_key: z.string().min(1).nullable().default(null),
+
+    // Ingest.
+    work_dir: z.string().min(1).default('./embatch-work'),
+    model: z.string().min(1).default('text-embedding-3-small'),
+    dimensions: z.number().int().min(1).max(65_535).nullable().default(null),
+    encoding_format: z.enum(['float', 'base64']).default('base64'),
+    embed_fields: commaList(z.string().min(1)).default(['composite', 'person', 'title', 'roles', 'subjects', 'genres']),
+    max_input_tokens: z.number().int().min(1).max(8192).default(8192),
+    over_long_inputs: z.enum(['skip', 'truncate']).default('skip'),
+    max_file_bytes: z.number().int().min(1024).max(209_715_200).default(200_000_000),
+    input: inputSchema.default(() => inputSchema.parse({})),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.embed_fields.length === 0) ctx.addIssue({ code: 'custom', path: ['embed_fields'], message: 'must name at least one column' });
+    if (new Set(c.embed_fields).size !== c.embed_fields.length)
+      ctx.addIssue({ code: 'custom', path: ['embed_fields'], message: 'names a column twice' });
+    if (!c.input.header && !c.input.columns)
+      ctx.addIssue({ code: 'custom', path: ['input', 'columns'], message: 'is required when input.header is false' });
+    if (c.dimensions !== null && MODELS[c.model] && !MODELS[c.model]!.dimensionsParam)
+      ctx.addIssue({ code: 'custom', path: ['dimensions'], message: `is not supported by ${c.model}` });
+  });
+
+export type Config = z.infer<typeof configSchema>;
+type Layer = Record<string, unknown>;
+
+export interface ConfigSources {
+  /** Path given with --config; when absent ./config.yml is used if it exists. */
+  configPath?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  /** Flat overrides from the command line, keyed by dotted config path (e.g. "input.delimiter"). */
+  flags?: Record<string, unknown>;
+  cwd?: string;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** The config file actually read, if any. */
+  file: string | undefined;
+}
+
+/** Environment variables the tool reads that are not config keys. */
+const RESERVED_ENV = new Set(['EMBATCH_CONFIG']);
+
+export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
+  const cwd = sources.cwd ?? process.cwd();
+  const env = sources.env ?? process.env;
+  const explicit = sources.configPath ?? env.EMBATCH_CONFIG;
+  const file = path.resolve(cwd, explicit ?? 'config.yml');
+  let fileLayer: Layer = {};
+  let fileUsed: string | undefined;
+  if (existsSync(file) && statSync(file).isFile()) {
+    fileLayer = readConfigFile(file);
+    fileUsed = file;
+    // Relative paths in a config file are relative to the file, so a config works from any directory.
+    if (typeof fileLayer.work_dir === 'string') fileLayer.work_dir = path.resolve(path.dirname(file), fileLayer.work_dir);
+  } else if (explicit !== undefined) {
+    throw new UsageError('CONFIG_NOT_FOUND', `config file ${file} does not exist (given with --config or EMBATCH_CONFIG)`);
+  }
+
+  const envLayer = envToLayer(env);
+  const flagLayer: Layer = {};
+  for (const [key, value] of Object.entries(sources.flags ?? {})) {
+    if (value !== undefined) setPath(flagLayer, key.split('.'), value);
+  }
+  for (const layer of [envLayer, flagLayer]) {
+    if (typeof layer.work_dir === 'string') layer.work_dir = path.resolve(cwd, layer.work_dir);
+  }
+
+  // Validate each layer on its own first, so an error names where the bad value came from.
+  checkLayer(fileLayer, `config file ${fileUsed ?? ''}`);
+  checkLayer(envLayer, 'environment');
+  checkLayer(flagLayer, 'command line');
+
+  const merged = deepMerge(deepMerge(fileLayer, envLayer), flagLayer);
+  const result = configSchema.safeParse(merged);
+  if (!result.success) throw configError(result.error, 'configuration');
+  const config = result.data;
+  if (!path.isAbsolute(config.work_dir)) config.work_dir = path.resolve(cwd, config.work_dir);
+  return { config, file: fileUsed };
+}
+
+function readConfigFile(file: string): Layer {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new UsageError('CONFIG_PARSE', `${file}: not valid YAML: ${(err as Error).message}`, { cause: err });
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new UsageError('CONFIG_PARSE', `${file}: must be a mapping of keys to values`);
+  return doc as Layer;
+}
+
+/** OPENAI_API_KEY, OPENAI_BASE_URL and EMBATCH_<KEY> (nested keys joined by a double underscore: EMBATCH_INPUT__DELIMITER). */
+function envToLayer(env: NodeJS.ProcessEnv): Layer {
+  const layer: Layer = {};
+  if (env.OPENAI_API_KEY) layer.openai_api_key = env.OPENAI_API_KEY;
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith('EMBATCH_') || raw === undefined || RESERVED_ENV.has(name) || name.startsWith('EMBATCH_TEST_')) continue;
+    const keyPath = name.slice('EMBATCH_'.length).toLowerCase().split('__');
+    setPath(layer, keyPath, coerceScalar(raw));
+  }
+  return layer;
+}
+
+/** Flag and environment values arrive as text: read booleans, numbers and null the way YAML would. */
+export function coerceScalar(raw: unknown): unknown {
+  if (typeof raw !== 'string') return raw;
+  const s = raw.trim();
+  if (s === 'true') return true;
+  if (s === 'false') return false;
+  if (s === 'null' || s === '~') return null;
+  if (/^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(s)) return Number(s);
+  if (s.startsWith('[') && s.endsWith(']')) {
+    try {
+      return YAML.parse(s);
+    } catch {
+      return raw;
+    }
+  }
+  return raw;
+}
+
+function checkLayer(layer: Layer, where: string): void {
+  const partial = configSchema.safeParse(deepMerge(defaultsSkeleton(), layer));
+  if (!partial.success) throw configError(partial.error, where);
+}
+
+/** The smallest layer that passes the cross-field checks, so a layer is judged on its own keys only. */
+function defaultsSkeleton(): Layer {
+  return { input: { header: true } };
+}
+
+function configError(error: z.ZodError, where: string): UsageError {
+  const lines = error.issues.map((issue) => {
+    const key = issue.path.join('.') || '(top level)';
+    if (issue.code === 'unrecognized_keys') {
+      const keys = issue.keys.map((k) => (issue.path.length ? `${issue.path.join('.')}.${k}` : k));
+      return `unknown key ${keys.join(', ')}`;
+    }
+    return `${key}: ${issue.message}`;
+  });
+  return new UsageError('CONFIG_INVALID', `invalid ${where}: ${lines.join('; ')}`);
+}
+
+function setPath(target: Layer, keys: string[], value: unknown): void {
+  let node = target;
+  keys.forEach((key, i) => {
+    if (i === keys.length - 1) node[key] = value;
+    else {
+      if (typeof node[key] !== 'object' || node[key] === null) node[key] = {};
+      node = node[key] as Layer;
+    }
+  });
+}
+
+function deepMerge(base: Layer, over: Layer): Layer {
+  const out: Layer = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+function isPlainObject(v: unknown): v is Layer {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The config as safe to print: the API key is never shown. */
+export function redactedConfig(config: Config): Config {
+  return { ...config, openai_api_key: config.openai_api_key ? '[set]' : null };
+}

@@ -1,0 +1,325 @@
+/**
+ * The work directory's state, in one LevelDB (the `level` package). LevelDB's own lock makes every command that opens
+ * the store the single writer of its work directory.
+ *
+ * Layout (each a sublevel, JSON values):
+ *   s!<crc32 hex>   StringEntry[]  the distinct strings whose CRC32 is that value (almost always one); the exact text is
+ *                                   compared, so two strings that share a CRC32 are two entries, never merged
+ *   f!<seq>         RequestFile    a finished request file
+ *   r!<run>         RunRecord      one prepare run
+ *   j!<first id>    JournalRecord  journal: the buckets a batch added new ids to (deleted once committed)
+ *   k!<id>          SkipRecord     a string that will not be embedded, and why
+ *   m!<name>        meta values    workdir id, id and file counters, the field and source name tables
+ *
+ * Crash safety rests on one watermark, `committedId`: ids below it belong to request files that were completely
+ * written (or to strings skipped for good). A run that dies leaves entries with ids at or above the watermark; opening
+ * the store removes them (found through the journal), so the next run sees those strings as new and hands out the same ids again
+ * in the same order: a rerun over the same input writes the same request lines as an uninterrupted run.
+ */
+import { randomUUID } from 'node:crypto';
+import { chmodSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { Level } from 'level';
+import { StateError } from './errors.js';
+
+/** Occurrences of a string per field (indexed by field id), from one input source, in its latest run and the one before. */
+export interface SourceCounts {
+  /** Source id (see sourceId()). */
+  s: number;
+  /** Run that wrote `c`. */
+  r: number;
+  c: number[];
+  /** The previous completed run and its counts, kept until run `r` is known to have completed. */
+  pr?: number;
+  pc?: number[];
+}
+
+export interface StringEntry {
+  /** Global index, unique across everything this work directory has written; the last part of the custom_id. */
+  id: number;
+  /** The text, byte for byte as read (after the configured normalisation, if any). */
+  t: string;
+  /** Field id of the field the string was first seen in; names it in the custom_id. */
+  f: number;
+  /** The last run that saw this string. */
+  lr: number;
+  /** Counts per input source. */
+  src: SourceCounts[];
+}
+
+export interface RequestFile {
+  seq: number;
+  name: string;
+  lines: number;
+  inputs: number;
+  tokens: number;
+  bytes: number;
+  sha256: string;
+  firstId: number;
+  lastId: number;
+  model: string;
+  createdAt: string;
+  run: number;
+}
+
+export interface RunRecord {
+  id: number;
+  source: string;
+  startedAt: string;
+  finishedAt?: string;
+  state: 'running' | 'done';
+}
+
+export interface SkipRecord {
+  reason: string;
+  field: string;
+  tokens?: number;
+}
+
+/** New ids firstId..last were added to these buckets (one crc per new id, in id order). */
+interface JournalRecord {
+  last: number;
+  crcs: string[];
+}
+
+interface Meta {
+  workdirId: string;
+  committedId: number;
+  nextSeq: number;
+  lastRun: number;
+  /** Field names by field id, and source names by source id: entries store the small ids. */
+  fields: string[];
+  sources: string[];
+}
+
+const pad = (n: number) => String(n).padStart(12, '0');
+
+/** One operation of an atomic write across sublevels. */
+interface BatchOp {
+  type: 'put' | 'del';
+  sublevel: unknown;
+  key: string;
+  value?: unknown;
+}
+
+export class StateStore {
+  readonly dir: string;
+  readonly #db: Level<string, unknown>;
+  readonly strings;
+  readonly files;
+  readonly runs;
+  readonly skips;
+  readonly journal;
+  readonly #meta;
+  #state!: Meta;
+  /** Run id -> completed. Runs are few (one per prepare), so they are kept in memory. */
+  readonly #runDone = new Map<number, boolean>();
+  /** Source -> its latest completed run: the run whose counts are current for that source. */
+  readonly #latestDone = new Map<string, number>();
+
+  private constructor(workDir: string) {
+    this.dir = workDir;
+    this.#db = new Level<string, unknown>(path.join(workDir, 'state'), { valueEncoding: 'json', cacheSize: 64 * 1024 * 1024 });
+    this.strings = this.#db.sublevel<string, StringEntry[]>('s', { valueEncoding: 'json' });
+    this.files = this.#db.sublevel<string, RequestFile>('f', { valueEncoding: 'json' });
+    this.runs = this.#db.sublevel<string, RunRecord>('r', { valueEncoding: 'json' });
+    this.skips = this.#db.sublevel<string, SkipRecord>('k', { valueEncoding: 'json' });
+    this.journal = this.#db.sublevel<string, JournalRecord>('j', { valueEncoding: 'json' });
+    this.#meta = this.#db.sublevel<string, unknown>('m', { valueEncoding: 'json' });
+  }
+
+  static async open(workDir: string): Promise<StateStore> {
+    mkdirSync(workDir, { recursive: true, mode: 0o700 });
+    const store = new StateStore(workDir);
+    try {
+      await store.#db.open();
+    } catch (err) {
+      const code = (err as { cause?: { code?: string } }).cause?.code;
+      if (code === 'LEVEL_LOCKED')
+        throw new StateError('STATE_LOCKED', `work directory ${workDir} is in use by another embatch process; wait for it to finish`, { cause: err });
+      throw new StateError('STATE_OPEN', `cannot open the state store in ${workDir}: ${(err as Error).message}`, { cause: err });
+    }
+    chmodSync(path.join(workDir, 'state'), 0o700);
+    await store.#load();
+    return store;
+  }
+
+  async #load(): Promise<void> {
+    const [workdirId, committedId, nextSeq, lastRun, fields, sources] = await this.#meta.getMany(['workdirId', 'committedId', 'nextSeq', 'lastRun', 'fields', 'sources']);
+    this.#state = {
+      workdirId: (workdirId as string | undefined) ?? randomUUID(),
+      committedId: (committedId as number | undefined) ?? 0,
+      nextSeq: (nextSeq as number | undefined) ?? 1,
+      lastRun: (lastRun as number | undefined) ?? 0,
+      fields: (fields as string[] | undefined) ?? [],
+      sources: (sources as string[] | undefined) ?? [],
+    };
+    if (workdirId === undefined) await this.#meta.put('workdirId', this.#state.workdirId);
+    for await (const [, run] of this.runs.iterator()) this.#noteRun(run);
+    await this.#dropUncommitted();
+  }
+
+  /** Removes strings a dead run assigned ids to but never committed (see the header). */
+  async #dropUncommitted(): Promise<void> {
+    const committed = this.#state.committedId;
+    for await (const [key, record] of this.journal.iterator()) {
+      const ops: BatchOp[] = [{ type: 'del', sublevel: this.journal, key }];
+      const unique = [...new Set(record.crcs)];
+      const buckets = await this.strings.getMany(unique);
+      unique.forEach((crc, i) => {
+        const kept = (buckets[i] ?? []).filter((e) => e.id < committed);
+        ops.push(kept.length ? { type: 'put', sublevel: this.strings, key: crc, value: kept } : { type: 'del', sublevel: this.strings, key: crc });
+      });
+      await this.#db.batch(ops as never);
+    }
+  }
+
+  /** The id of a field name, added to the table on first use (persisted with the next write of new strings). */
+  fieldId(name: string): number {
+    let id = this.#state.fields.indexOf(name);
+    if (id === -1) id = this.#state.fields.push(name) - 1;
+    return id;
+  }
+
+  fieldName(id: number): string {
+    return this.#state.fields[id] ?? `field${id}`;
+  }
+
+  sourceId(name: string): number {
+    let id = this.#state.sources.indexOf(name);
+    if (id === -1) id = this.#state.sources.push(name) - 1;
+    return id;
+  }
+
+  get workdirId(): string {
+    return this.#state.workdirId;
+  }
+  /** Ids below this belong to finished request files or to strings skipped for good. */
+  get committedId(): number {
+    return this.#state.committedId;
+  }
+  get nextSeq(): number {
+    return this.#state.nextSeq;
+  }
+
+  #noteRun(run: RunRecord): void {
+    this.#runDone.set(run.id, run.state === 'done');
+    if (run.state === 'done' && (this.#latestDone.get(run.source) ?? 0) < run.id) this.#latestDone.set(run.source, run.id);
+  }
+
+  isRunDone(run: number): boolean {
+    return this.#runDone.get(run) === true;
+  }
+
+  async beginRun(source: string): Promise<RunRecord> {
+    const run: RunRecord = { id: this.#state.lastRun + 1, source, startedAt: new Date().toISOString(), state: 'running' };
+    this.#state.lastRun = run.id;
+    this.sourceId(source);
+    const ops: BatchOp[] = [
+      { type: 'put', sublevel: this.runs, key: pad(run.id), value: run },
+      { type: 'put', sublevel: this.#meta, key: 'lastRun', value: run.id },
+      { type: 'put', sublevel: this.#meta, key: 'sources', value: this.#state.sources },
+    ];
+    await this.#db.batch(ops as never);
+    this.#runDone.set(run.id, false);
+    return run;
+  }
+
+  async finishRun(run: RunRecord): Promise<void> {
+    const done: RunRecord = { ...run, state: 'done', finishedAt: new Date().toISOString() };
+    await this.runs.put(pad(run.id), done);
+    this.#noteRun(done);
+  }
+
+  getBuckets(crcKeys: string[]): Promise<(StringEntry[] | undefined)[]> {
+    return this.strings.getMany(crcKeys);
+  }
+
+  /**
+   * Writes changed buckets in one atomic write, with a journal record of the buckets that got new ids from
+   * `firstNewId` on, so a dead run's uncommitted strings can be found and removed.
+   */
+  async putBuckets(buckets: Map<string, StringEntry[]>, firstNewId: number, newIdBuckets: string[]): Promise<void> {
+    const ops: BatchOp[] = [];
+    for (const [key, value] of buckets) ops.push({ type: 'put', sublevel: this.strings, key, value });
+    if (newIdBuckets.length) {
+      const record: JournalRecord = { last: firstNewId + newIdBuckets.length - 1, crcs: newIdBuckets };
+      ops.push({ type: 'put', sublevel: this.journal, key: pad(firstNewId), value: record });
+      ops.push({ type: 'put', sublevel: this.#meta, key: 'fields', value: this.#state.fields });
+    }
+    await this.#db.batch(ops as never);
+  }
+
+  /**
+   * Records a finished request file (or, with `file` null, strings skipped after the last file) and moves the
+   * watermark to `committedId`, in one atomic write.
+   */
+  async commit(committedId: number, file: RequestFile | null, skipped: Array<[number, SkipRecord]>): Promise<void> {
+    const ops: BatchOp[] = [];
+    for (const [id, rec] of skipped) ops.push({ type: 'put', sublevel: this.skips, key: pad(id), value: rec });
+    // Journal records wholly below the new watermark are no longer needed for recovery.
+    for await (const [key, record] of this.journal.iterator({ lt: pad(committedId) }))
+      if (record.last < committedId) ops.push({ type: 'del', sublevel: this.journal, key });
+    if (file) {
+      ops.push({ type: 'put', sublevel: this.files, key: pad(file.seq), value: file });
+      ops.push({ type: 'put', sublevel: this.#meta, key: 'nextSeq', value: file.seq + 1 });
+    }
+    ops.push({ type: 'put', sublevel: this.#meta, key: 'committedId', value: committedId });
+    await this.#db.batch(ops as never);
+    this.#state.committedId = committedId;
+    if (file) this.#state.nextSeq = file.seq + 1;
+  }
+
+  async *requestFiles(fromSeq = 0): AsyncGenerator<RequestFile> {
+    for await (const [, file] of this.files.iterator({ gte: pad(fromSeq) })) yield file;
+  }
+
+  async *skipped(): AsyncGenerator<[number, SkipRecord]> {
+    for await (const [key, rec] of this.skips.iterator()) yield [Number(key), rec];
+  }
+
+  /**
+   * Occurrences per field name of one entry: for each source, the counts of that source's latest completed run, so
+   * that preparing a re-exported file again replaces its counts instead of adding to them.
+   */
+  frequencies(entry: StringEntry): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const counts of entry.src) {
+      const latest = this.#latestDone.get(this.#state.sources[counts.s] ?? '');
+      const c = counts.r === latest ? counts.c : counts.pr === latest ? counts.pc : undefined;
+      c?.forEach((n, field) => {
+        if (n) out[this.fieldName(field)] = (out[this.fieldName(field)] ?? 0) + n;
+      });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.#db.close();
+  }
+}
+
+/**
+ * Adds `n` occurrences in field `field` (an id) from source `source` (an id) during `run` to an entry, folding the
+ * counts of the run that touched it last: kept as the fallback if that run completed, dropped if it died.
+ */
+export function addOccurrences(store: StateStore, entry: StringEntry, source: number, run: number, field: number, n: number): void {
+  let counts = entry.src.find((c) => c.s === source);
+  if (!counts) {
+    counts = { s: source, r: run, c: [] };
+    entry.src.push(counts);
+  } else if (counts.r !== run) {
+    if (store.isRunDone(counts.r)) {
+      counts.pr = counts.r;
+      counts.pc = counts.c;
+    }
+    counts.r = run;
+    counts.c = [];
+  }
+  while (counts.c.length <= field) counts.c.push(0);
+  counts.c[field]! += n;
+}
+
+export function crcKey(crc: number): string {
+  return (crc >>> 0).toString(16).padStart(8, '0');
+}

@@ -1,0 +1,12 @@
+import path from 'node:path';
+
+/** Where things live in a work directory (the seed system's checkpoint dir). */
+export function workPaths(workDir: string) {
+  return {
+    root: workDir,
+    state: path.join(workDir, 'state'),
+    requests: path.join(workDir, 'requests'),
+    results: path.join(workDir, 'results'),
+    rejects: path.join(workDir, 'rejects.jsonl'),
+  };
+}

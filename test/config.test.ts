@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from 'node:path';
+import { test } from 'node:test';
+import { loadConfig } from '../src/config.js';
+import { UsageError } from '../src/errors.js';
+import { tempDir } from './helpers.js';
+
+const noEnv = {};
+
+test('defaults match the seed system where it has them', (t) => {
+  const dir = tempDir(t);
+  const { config, file } = loadConfig({ cwd: dir, env: noEnv });
+  assert.equal(file, undefined);
+  assert.equal(config.max_requests_per_file, 50_000);
+  assert.equal(config.batch_poll_interval, 300);
+  assert.equal(config.batch_max_wait_time, 86_400);
+  assert.equal(config.model, 'text-embedding-3-small');
+  assert.equal(config.encoding_format, 'base64');
+  assert.deepEqual(config.embed_fields, ['composite', 'person', 'title', 'roles', 'subjects', 'genres']);
+  assert.deepEqual(config.input.null_values, ['', 'NaN']);
+  assert.equal(config.input.on_malformed_row, 'stop');
+  assert.equal(config.work_dir, path.join(dir, 'embatch-work'));
+});
+
+test('precedence: flag over environment over file over default', (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'config.yml');
+  writeFileSync(file, 'model: text-embedding-3-large\nbatch_poll_interval: 60\nmax_requests_per_file: 1000\ninput:\n  delimiter: ";"\n');
+  const env = { EMBATCH_BATCH_POLL_INTERVAL: '30', EMBATCH_MAX_REQUESTS_PER_FILE: '2000', EMBATCH_INPUT__ON_MALFORMED_ROW: 'skip' };
+  const { config } = loadConfig({ cwd: dir, env, flags: { max_requests_per_file: 3000 } });
+  assert.equal(config.model, 'text-embedding-3-large'); // file
+  assert.equal(config.batch_poll_interval, 30); // env over file
+  assert.equal(config.max_requests_per_file, 3000); // flag over env
+  assert.equal(config.input.delimiter, ';'); // nested key from file kept next to a nested env key
+  assert.equal(config.input.on_malformed_row, 'skip');
+});
+
+test('OPENAI_API_KEY fills openai_api_key; a relative work_dir in a file is relative to the file', (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'sub', 'my.yml');
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, 'work_dir: state-here\n');
+  const { config } = loadConfig({ cwd: dir, configPath: file, env: { OPENAI_API_KEY: 'sk-test-123456' } });
+  assert.equal(config.openai_api_key, 'sk-test-123456');
+  assert.equal(config.work_dir, path.join(dir, 'sub', 'state-here'));
+});
+
+test('comma lists from the environment', (t) => {
+  const { config } = loadConfig({ cwd: tempDir(t), env: { EMBATCH_EMBED_FIELDS: 'person, title' } });
+  assert.deepEqual(config.embed_fields, ['person', 'title']);
+});
+
+const rejects = (fn: () => unknown, pattern: RegExp) =>
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof UsageError, `expected a UsageError, got ${String(err)}`);
+    assert.equal(err.exitCode, 2);
+    assert.match(err.message, pattern);
+    return true;
+  });
+
+test('an unknown key is a usage error naming the key and where it came from', (t) => {
+  const dir = tempDir(t);
+  writeFileSync(path.join(dir, 'config.yml'), 'batch_pol_interval: 5\n');
+  rejects(() => loadConfig({ cwd: dir, env: noEnv }), /config file .*config\.yml.*unknown key batch_pol_interval/);
+  rejects(() => loadConfig({ cwd: tempDir(t), env: { EMBATCH_INPUT__DELIMETER: ';' } }), /environment.*unknown key input\.delimeter/);
+});
+
+test('a bad value names the key and what is wrong', (t) => {
+  rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { max_requests_per_file: 60_000 } }), /command line.*max_requests_per_file/);
+  rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { encoding_format: 'hex' } }), /encoding_format/);
+  rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { model: 'text-embedding-ada-002', dimensions: 256 } }), /dimensions: is not supported/);
+  rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { 'input.header': false } }), /input\.columns: is required/);
+});
+
+test('a missing --config file and broken YAML are usage errors', (t) => {
+  const dir = tempDir(t);
+  rejects(() => loadConfig({ cwd: dir, configPath: 'nope.yml', env: noEnv }), /does not exist/);
+  writeFileSync(path.join(dir, 'config.yml'), 'model: [unclosed\n');
+  rejects(() => loadConfig({ cwd: dir, env: noEnv }), /not valid YAML/);
+});
+

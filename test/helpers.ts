@@ -1,0 +1,71 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The project root (tests run from dist/test). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+export const fixture = (name: string) => path.join(ROOT, 'fixtures', name);
+
+export function tempDir(t: { after: (fn: () => void) => void }, prefix = 'embatch-test-'): string {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI in a child process, with a clean environment (no EMBATCH_* or OpenAI variables leak in). */
+export function runCli(args: string[], opts: { input?: string | Buffer; env?: Record<string, string>; cwd?: string } = {}): Promise<CliResult> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('EMBATCH_') && !k.startsWith('OPENAI_')) env[k] = v;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...env, ...opts.env }, cwd: opts.cwd ?? ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.stdin.on('error', () => {}); // the child may exit before reading all of it
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+export function requestFiles(workDir: string): string[] {
+  const dir = path.join(workDir, 'requests');
+  return readdirSync(dir)
+    .filter((n) => /^batch_requests_\d+\.jsonl$/.test(n))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
+export interface RequestLineJson {
+  custom_id: string;
+  method: string;
+  url: string;
+  body: { model: string; input: string; encoding_format: string; dimensions?: number };
+}
+
+/** Every request line the work directory holds, parsed. */
+export function requestLines(workDir: string): RequestLineJson[] {
+  return requestFiles(workDir).flatMap((f) =>
+    readFileSync(f, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as RequestLineJson),
+  );
+}
+
+export async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of stream) out.push(item);
+  return out;
+}

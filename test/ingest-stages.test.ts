@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Readable, Writable, type Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { test } from 'node:test';
+import { countTokens as referenceCount } from 'gpt-tokenizer/encoding/cl100k_base';
+import { InputError } from '../src/errors.js';
+import { StateStore } from '../src/store.js';
+import { newCounters, type CsvRecord, type NewString } from '../src/types.js';
+import { batchItems } from '../transforms/batch-items.js';
+import { countTokens } from '../transforms/count-tokens.js';
+import { decodeText } from '../transforms/decode-text.js';
+import { dedupStrings } from '../transforms/dedup-strings.js';
+import { extractStrings, type ExtractedBatch } from '../transforms/extract-strings.js';
+import { customId, formatRequests, parseCustomId, requestLineBuilder, type RequestItem } from '../transforms/format-requests.js';
+import { guardTokens, truncateToTokens } from '../transforms/guard-tokens.js';
+import { parseCsv, type RejectedRow } from '../transforms/parse-csv.js';
+import { writeRequestFiles } from '../transforms/write-request-files.js';
+import { tempDir } from './helpers.js';
+
+async function run<T>(input: unknown[], ...stages: Duplex[]): Promise<T[]> {
+  const out: T[] = [];
+  const sink = new Writable({
+    objectMode: true,
+    write(item: T, _e, cb) {
+      out.push(item);
+      cb();
+    },
+  });
+  await pipeline([Readable.from(input, { objectMode: true }), ...stages, sink] as unknown as [Readable, Writable]);
+  return out;
+}
+
+/** The same bytes cut into chunks of `size`, as a file read would deliver them with a small buffer. */
+const chunks = (bytes: Buffer, size: number) => Array.from({ length: Math.ceil(bytes.length / size) }, (_, i) => bytes.subarray(i * size, (i + 1) * size));
+
+test('decodeText: UTF-8 split across chunks at every position, BOM dropped', async () => {
+  const text = 'name\nDvořák, Antonín — 𝄞 Bärtók\n';
+  const bytes = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)]);
+  for (const size of [1, 2, 3, 5, 64]) {
+    const out = await run<string>(chunks(bytes, size), decodeText('x.csv', 'utf-8'));
+    assert.equal(out.join(''), text, `chunk size ${size}`);
+  }
+});
+
+test('decodeText: invalid UTF-8 is an error naming file, line and byte offset', async () => {
+  const bytes = Buffer.concat([Buffer.from('a,b\nok,1\nbad,'), Buffer.from([0xc3, 0x28]), Buffer.from('\n')]);
+  await assert.rejects(run(chunks(bytes, 4), decodeText('in.csv', 'utf-8')), (err: unknown) => {
+    assert.ok(err instanceof InputError);
+    assert.equal(err.code, 'INPUT_ENCODING');
+    assert.equal(err.line, 3);
+    assert.match(err.message, /^in\.csv:3: bytes are not valid utf-8 near byte offset 14/);
+    return true;
+  });
+});
+
+test('decodeText: latin1 input is read as configured', async () => {
+  const out = await run<string>([Buffer.from([0x44, 0x76, 0xf8, 0x72])], decodeText('x.csv', 'latin1'));
+  assert.equal(out.join(''), 'Dvør');
+});
+
+test('parseCsv: multi-line quoted fields, doubled quotes, CRLF, and the line each record starts on', async () => {
+  const csv = 'a,b\r\n1,"two\r\nlines"\r\n2,"say ""hi"""\r\n\r\n3,x\r\n';
+  for (const size of [1, 7, 1000]) {
+    const records = await run<CsvRecord>(chunks(Buffer.from(csv), size).map(String), parseCsv({ file: 'f.csv', delimiter: ',', quote: '"', escape: '"', onMalformedRow: 'stop' }));
+    assert.deepEqual(records.map((r) => [...r]), [['a', 'b'], ['1', 'two\r\nlines'], ['2', 'say "hi"'], ['3', 'x']]);
+    assert.deepEqual(records.map((r) => r.line), [1, 2, 4, 6], `chunk size ${size}`);
+  }
+});
+
+test('parseCsv: a malformed row stops with its line, or is skipped and reported', async () => {
+  const csv = readFileSync(new URL('../../fixtures/malformed.csv', import.meta.url), 'utf8');
+  const opts = { file: 'malformed.csv', delimiter: ',', quote: '"', escape: '"' };
+  await assert.rejects(run([csv], parseCsv({ ...opts, onMalformedRow: 'stop' })), (err: unknown) => {
+    assert.ok(err instanceof InputError);
+    assert.equal(err.code, 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH');
+    assert.equal(err.line, 4);
+    assert.match(err.message, /^malformed\.csv:4: malformed CSV/);
+    return true;
+  });
+  const rejects: RejectedRow[] = [];
+  const records = await run<CsvRecord>([csv], parseCsv({ ...opts, onMalformedRow: 'skip', onReject: (r) => rejects.push(r) }));
+  assert.deepEqual(records.map((r) => r[3]), ['person', 'Good, One', 'Good, Four']);
+  assert.deepEqual(records.map((r) => r.line), [1, 2, 6]);
+  assert.deepEqual(rejects.map((r) => r.line), [4, 5]);
+  assert.ok(rejects.every((r) => r.file === 'malformed.csv' && r.reason.length > 10));
+});
+
+test('extractStrings: configured fields only, null tokens skipped, text kept byte for byte', async () => {
+  const header = Object.assign(['id', 'person', 'title', 'notes'], { line: 1 });
+  const rows = [
+    Object.assign(['1', ' Dvor\u030Cák ', 'NaN', 'x'], { line: 2 }),
+    Object.assign(['2', '', 'Rusalka', 'y'], { line: 3 }),
+  ];
+  const counters = newCounters();
+  const base = { file: 'f.csv', embedFields: ['person', 'title'], columns: null, header: true, nullValues: ['', 'NaN'], trim: false, counters };
+  const [out] = await run<ExtractedBatch>([[header, ...rows]], extractStrings({ ...base, normalize: 'none' }));
+  assert.deepEqual(out!.texts, [' Dvor\u030Cák ', 'Rusalka']);
+  assert.deepEqual(out!.fields, [0, 1]);
+  assert.deepEqual(out!.lines, [2, 3]);
+  assert.equal(counters.rows, 2);
+  assert.equal(counters.skipped.null_value, 2);
+  const [nfc] = await run<ExtractedBatch>([[header, ...rows]], extractStrings({ ...base, counters: newCounters(), normalize: 'NFC', trim: true }));
+  assert.equal(nfc!.texts[0], 'Dvořák');
+});
+
+test('extractStrings: a configured column missing from the header is a usage error naming it', async () => {
+  const header = ['id', 'person'];
+  await assert.rejects(
+    run([[header]], extractStrings({ file: 'f.csv', embedFields: ['title'], columns: null, header: true, nullValues: [], normalize: 'none', trim: false, counters: newCounters() })),
+    (err: Error & { exitCode?: number }) => err.exitCode === 2 && /f\.csv:1: embed_fields names column "title"/.test(err.message),
+  );
+});
+
+async function dedupOnce(workDir: string, batches: ExtractedBatch[], fields = ['person', 'title']) {
+  const store = await StateStore.open(workDir);
+  const counters = newCounters();
+  const run_ = await store.beginRun('src');
+  const fresh = (await run<NewString[]>(batches, dedupStrings({ store, run: run_.id, source: 'src', embedFields: fields, counters }))).flat();
+  // Commit as the writer would, so the next run sees these strings as known.
+  await store.commit(store.committedId + fresh.length, null, []);
+  await store.finishRun(run_);
+  const result = { fresh, counters, store };
+  return result;
+}
+
+test('dedupStrings: CRC32 collisions stay apart, one string in two fields is one request, reruns add nothing', async (t) => {
+  const dir = tempDir(t);
+  const batch: ExtractedBatch = { texts: ['plumless', 'buckeroo', 'Ibsen', 'Ibsen', 'plumless'], fields: [0, 0, 0, 1, 0], lines: [2, 3, 4, 4, 5] };
+  const first = await dedupOnce(dir, [batch]);
+  assert.deepEqual(first.fresh.map((s) => [s.text, s.field, s.id]), [['plumless', 'person', 0], ['buckeroo', 'person', 1], ['Ibsen', 'person', 2]]);
+  assert.equal(first.fresh[0]!.crc, first.fresh[1]!.crc, 'the pair shares a CRC32');
+  assert.deepEqual([first.counters.distinct, first.counters.newStrings, first.counters.known], [3, 3, 0]);
+  const [bucket] = await first.store.getBuckets([first.fresh[0]!.crc.toString(16).padStart(8, '0')]);
+  assert.deepEqual(bucket!.map((e) => e.t), ['plumless', 'buckeroo']);
+  const ibsen = (await first.store.getBuckets([first.fresh[2]!.crc.toString(16).padStart(8, '0')]))[0]![0]!;
+  assert.deepEqual(first.store.frequencies(ibsen), { person: 1, title: 1 });
+  assert.deepEqual(first.store.frequencies(bucket![0]!), { person: 2 });
+  await first.store.close();
+
+  const second = await dedupOnce(dir, [batch, { texts: ['Ibsen', 'new one'], fields: [1, 1], lines: [9, 9] }]);
+  assert.deepEqual(second.fresh.map((s) => [s.text, s.id]), [['new one', 3]]);
+  assert.deepEqual([second.counters.distinct, second.counters.known, second.counters.newStrings], [4, 3, 1]);
+  // The same source prepared again: its counts are replaced, not added to.
+  const again = (await second.store.getBuckets([first.fresh[2]!.crc.toString(16).padStart(8, '0')]))[0]![0]!;
+  assert.deepEqual(second.store.frequencies(again), { person: 1, title: 2 });
+  await second.store.close();
+});
+
+test('countTokens: exact cl100k_base counts from the worker, -1 past the limit, order kept', async () => {
+  const texts = ['Schubert, Franz', 'plumless', '<|endoftext|> is text here', 'word '.repeat(50), ...Array.from({ length: 300 }, (_, i) => `string number ${i}`)];
+  const batches: NewString[][] = [];
+  for (let i = 0; i < texts.length; i += 7) batches.push(texts.slice(i, i + 7).map((text, j) => ({ id: i + j, crc: 0, field: 'f', text, line: 1 })));
+  const out = (await run<NewString[]>(batches, countTokens({ limit: 40, inFlight: 3 }))).flat();
+  assert.deepEqual(out.map((s) => s.id), texts.map((_, i) => i));
+  for (const s of out) {
+    const exact = referenceCount(s.text, { disallowedSpecial: new Set() });
+    assert.equal(s.tokens, exact > 40 ? -1 : exact, s.text);
+  }
+  assert.equal(out[3]!.tokens, -1);
+});
+
+test('guardTokens: skip records the reason; truncate keeps whole characters within the limit', async () => {
+  const long = 'Dvořák '.repeat(40);
+  const mk = (): NewString[] => [{ id: 0, crc: 0, field: 'f', text: long, line: 1, tokens: -1 }, { id: 1, crc: 0, field: 'f', text: 'short', line: 2, tokens: 1 }];
+  const counters = newCounters();
+  const [skipped] = await run<NewString[]>([mk()], guardTokens({ limit: 20, policy: 'skip', counters }));
+  assert.equal(skipped![0]!.skip, 'too_long');
+  assert.equal(skipped![1]!.skip, undefined);
+  assert.equal(counters.skipped.too_long, 1);
+  const [cut] = await run<NewString[]>([mk()], guardTokens({ limit: 20, policy: 'truncate', counters: newCounters() }));
+  assert.ok(long.startsWith(cut![0]!.text) && cut![0]!.text.length > 10);
+  assert.ok(cut![0]!.tokens! <= 20);
+  assert.ok(!truncateToTokens('ab😀'.repeat(20), 7).includes('\uFFFD'));
+});
+
+test('formatRequests: the Batch API line shape; custom ids round-trip', async () => {
+  const build = requestLineBuilder({ model: 'text-embedding-3-small', encodingFormat: 'base64', dimensions: 256 });
+  const line = build('00ab12cd_person_7', 'Say "hi"\n\u2028');
+  assert.deepEqual(JSON.parse(line), {
+    custom_id: '00ab12cd_person_7',
+    method: 'POST',
+    url: '/v1/embeddings',
+    body: { model: 'text-embedding-3-small', input: 'Say "hi"\n\u2028', encoding_format: 'base64', dimensions: 256 },
+  });
+  assert.equal(customId(0x4ddb0c25, 'related_work', 12), '4ddb0c25_related-work_12');
+  assert.deepEqual(parseCustomId('4ddb0c25_related-work_12'), { crc: '4ddb0c25', field: 'related-work', id: 12 });
+  assert.equal(parseCustomId('req_1'), undefined);
+  const [items] = await run<RequestItem[]>([[{ id: 1, crc: 1, field: 'f', text: 't', line: 1, tokens: 1 }, { id: 2, crc: 1, field: 'f', text: 'x', line: 1, tokens: 9, skip: 'too_long' }]], formatRequests({ model: 'm', encodingFormat: 'float', dimensions: null }));
+  assert.equal(JSON.parse(items![0]!.line!).body.encoding_format, 'float');
+  assert.equal(items![1]!.line, undefined);
+});
+
+test('writeRequestFiles: rolls by lines and by bytes, records line count, tokens and sha256', async (t) => {
+  const dir = tempDir(t);
+  const store = await StateStore.open(path.join(dir, 'work'));
+  const counters = newCounters();
+  const items: RequestItem[] = Array.from({ length: 25 }, (_, id) => ({ id, field: 'f', tokens: 2, line: JSON.stringify({ custom_id: `x_${id}`, pad: 'p'.repeat(id === 20 ? 300 : 10) }) }));
+  items[5] = { id: 5, field: 'f', tokens: 0, skip: 'too_long' };
+  await pipeline(Readable.from([items.slice(0, 12), items.slice(12)], { objectMode: true }), writeRequestFiles({ store, dir, maxLines: 10, maxBytes: 400, model: 'm', run: 1, counters }));
+  const files = readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort();
+  const records = [];
+  for await (const r of store.requestFiles()) records.push(r);
+  assert.deepEqual(records.map((r) => r.name), files);
+  assert.ok(records.length >= 3);
+  const lines = records.map((r) => r.lines);
+  assert.equal(lines.reduce((a, b) => a + b), 24);
+  assert.ok(lines.every((n) => n <= 10));
+  for (const r of records) {
+    const bytes = readFileSync(path.join(dir, r.name));
+    assert.ok(r.bytes <= 400 || r.lines === 1, 'byte cap respected');
+    assert.equal(r.bytes, bytes.length);
+    assert.equal(r.sha256, createHash('sha256').update(bytes).digest('hex'));
+    assert.equal(r.tokens, r.lines * 2);
+  }
+  assert.equal(store.committedId, 25);
+  const skipped = [];
+  for await (const s of store.skipped()) skipped.push(s);
+  assert.deepEqual(skipped, [[5, { reason: 'too_long', field: 'f', tokens: 0 }]]);
+  assert.equal(counters.files, records.length);
+  await store.close();
+});
+
+test('batchItems: groups into arrays of the given size, the rest at the end', async () => {
+  const out = await run<number[]>(Array.from({ length: 7 }, (_, i) => i), batchItems<number>(3));
+  assert.deepEqual(out, [[0, 1, 2], [3, 4, 5], [6]]);
+});

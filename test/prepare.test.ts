@@ -1,0 +1,210 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { writeCatalog } from '../bench/gen-catalog.js';
+import { CLI, fixture, requestFiles, requestLines, runCli, tempDir, ROOT } from './helpers.js';
+
+const prepareJson = async (args: string[], opts: Parameters<typeof runCli>[1] = {}) => {
+  const r = await runCli(['prepare', ...args, '--json'], opts);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+};
+
+test('prepare the bundled catalog: multi-line composite, NaN skipped, one request per distinct string', async (t) => {
+  const work = tempDir(t);
+  const s = await prepareJson([fixture('catalog.csv'), '--work-dir', work]);
+  assert.equal(s.rows, 40);
+  const lines = requestLines(work);
+  assert.equal(lines.length, s.newStrings);
+  assert.equal(s.requestLines, lines.length);
+  assert.equal(new Set(lines.map((l) => l.body.input)).size, lines.length, 'no string requested twice');
+  assert.equal(new Set(lines.map((l) => l.custom_id)).size, lines.length);
+  assert.ok(!lines.some((l) => l.body.input === 'NaN' || l.body.input === ''), 'null tokens never embedded');
+  assert.ok(s.skipped.null_value > 0);
+  assert.ok(lines.some((l) => l.body.input.includes('\nTitle: ')), 'multi-line composite kept whole');
+  // "Schubert, Franz, 1797-1828" is a person and a subject: embedded once.
+  assert.equal(lines.filter((l) => l.body.input === 'Schubert, Franz, 1797-1828').length, 1);
+  for (const l of lines) {
+    assert.equal(l.method, 'POST');
+    assert.equal(l.url, '/v1/embeddings');
+    assert.equal(l.body.model, 'text-embedding-3-small');
+    assert.equal(l.body.encoding_format, 'base64');
+    assert.match(l.custom_id, /^[0-9a-f]{8}_(composite|person|title|roles|subjects|genres)_\d+$/);
+  }
+  assert.ok(s.tokens > 0 && s.estimatedCostUsd.batch > 0 && s.estimatedCostUsd.realtime === 2 * s.estimatedCostUsd.batch);
+  assert.equal(s.filesWritten.length, 1);
+  // The file on disk is the one recorded: complete, named in order.
+  assert.deepEqual(requestFiles(work), s.filesWritten);
+});
+
+test('rerun writes nothing new; 10 new strings write exactly 10 lines', async (t) => {
+  const work = tempDir(t);
+  const dir = tempDir(t);
+  const base = path.join(dir, 'base.csv');
+  await writeFile(base, (out) => writeCatalog(out, 500));
+  const first = await prepareJson([base, '--work-dir', work]);
+  assert.ok(first.newStrings > 500);
+  const again = await prepareJson([base, '--work-dir', work]);
+  assert.equal(again.newStrings, 0);
+  assert.equal(again.requestLines, 0);
+  assert.equal(again.alreadyKnown, first.distinctStrings);
+  assert.deepEqual(again.filesWritten, []);
+
+  // Ten new strings: the same file plus one row whose person and title are new (its other fields are known).
+  const grown = path.join(dir, 'grown.csv');
+  const extra = Array.from({ length: 5 }, (_, i) => `x,NaN,NaN,"Newperson, ${i}",Author,New title ${i},NaN,NaN,NaN,NaN,NaN,n${i},n${i}#A`).join('\n');
+  writeFileSync(grown, readFileSync(base, 'utf8') + extra + '\n');
+  const more = await prepareJson([grown, '--work-dir', work]);
+  assert.equal(more.newStrings, 10);
+  assert.equal(more.requestLines, 10);
+  const newest = readFileSync(more.filesWritten[0], 'utf8').trim().split('\n').map((l) => JSON.parse(l).body.input);
+  assert.deepEqual(newest.sort(), [...Array.from({ length: 5 }, (_, i) => `Newperson, ${i}`), ...Array.from({ length: 5 }, (_, i) => `New title ${i}`)].sort());
+});
+
+test('stdin input gives the same requests as the file', async (t) => {
+  const fromFile = tempDir(t);
+  const fromPipe = tempDir(t);
+  await prepareJson([fixture('catalog.csv'), '--work-dir', fromFile]);
+  const s = await prepareJson(['-', '--work-dir', fromPipe], { input: readFileSync(fixture('catalog.csv')) });
+  assert.equal(s.input, '<stdin>');
+  assert.deepEqual(requestLines(fromPipe), requestLines(fromFile));
+});
+
+test('BOM and CRLF: the BOM is not part of the first column name, CRLF inside a quoted field is kept', async (t) => {
+  const work = tempDir(t);
+  const s = await prepareJson([fixture('bom-crlf.csv'), '--work-dir', work]);
+  assert.equal(s.rows, 2);
+  const inputs = requestLines(work).map((l) => l.body.input);
+  assert.ok(inputs.includes('Grieg, Edvard'));
+  assert.ok(inputs.includes('Title: Maskarade\r\nComposer: Nielsen, Carl'));
+  assert.ok(!inputs.some((i) => i.endsWith('\r')), 'record CRLF is not part of a value');
+});
+
+test('NFD and NFC spellings are different strings unless normalisation is configured', async (t) => {
+  const raw = tempDir(t);
+  await prepareJson([fixture('nfd.csv'), '--work-dir', raw, '--embed-fields', 'person']);
+  const names = requestLines(raw).map((l) => l.body.input);
+  assert.equal(names.length, 2);
+  assert.notEqual(names[0], names[1]);
+  assert.equal(names[0]!.normalize('NFC'), names[1]!.normalize('NFC'));
+  const nfc = tempDir(t);
+  await prepareJson([fixture('nfd.csv'), '--work-dir', nfc, '--embed-fields', 'person', '--set', 'input.normalize=NFC']);
+  assert.deepEqual(requestLines(nfc).map((l) => l.body.input), ['Dvořák, Antonín']);
+});
+
+test('the CRC32 collision pair is two strings with two requests', async (t) => {
+  const work = tempDir(t);
+  await prepareJson([fixture('collision.csv'), '--work-dir', work, '--embed-fields', 'person']);
+  const lines = requestLines(work);
+  assert.deepEqual(lines.map((l) => l.body.input).sort(), ['buckeroo', 'plumless']);
+  assert.equal(lines[0]!.custom_id.slice(0, 8), '4ddb0c25');
+  assert.equal(lines[1]!.custom_id.slice(0, 8), '4ddb0c25');
+  assert.notEqual(lines[0]!.custom_id, lines[1]!.custom_id);
+});
+
+test('an input over 8,192 tokens is skipped and counted by default, or truncated when configured', async (t) => {
+  const work = tempDir(t);
+  const s = await prepareJson([fixture('overlong.csv'), '--work-dir', work, '--embed-fields', 'composite']);
+  assert.equal(s.skipped.too_long, 1);
+  assert.equal(requestLines(work).length, 1);
+  const cut = tempDir(t);
+  const c = await prepareJson([fixture('overlong.csv'), '--work-dir', cut, '--embed-fields', 'composite', '--set', 'over_long_inputs=truncate']);
+  assert.equal(c.skipped.too_long, undefined);
+  const long = requestLines(cut).find((l) => l.body.input.startsWith('Title: Long'))!;
+  assert.ok(long.body.input.length < 53_000 && long.body.input.length > 10_000);
+});
+
+test('a malformed row stops the run with exit 1 naming file and line; skip records it and goes on', async (t) => {
+  const stop = await runCli(['prepare', fixture('malformed.csv'), '--work-dir', tempDir(t)]);
+  assert.equal(stop.code, 1);
+  assert.match(stop.stderr, /error: .*malformed\.csv:4: malformed CSV/);
+  assert.doesNotMatch(stop.stderr, /\n\s+at /, 'no stack trace');
+  const work = tempDir(t);
+  const s = await prepareJson([fixture('malformed.csv'), '--work-dir', work, '--on-malformed-row', 'skip']);
+  assert.equal(s.rows, 2);
+  assert.equal(s.rowsRejected, 2);
+  const rejects = readFileSync(s.rejectsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(rejects.map((r) => r.line), [4, 5]);
+  assert.ok(rejects.every((r) => r.file.endsWith('malformed.csv') && r.reason));
+});
+
+test('usage and config errors exit 2; --help describes every command', async (t) => {
+  const bad = await runCli(['prepare', fixture('catalog.csv'), '--work-dir', tempDir(t), '--set', 'no_such_key=1']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /unknown key no_such_key/);
+  const flag = await runCli(['prepare', fixture('catalog.csv'), '--no-such-flag']);
+  assert.equal(flag.code, 2);
+  const missing = await runCli(['prepare', path.join(ROOT, 'nope.csv'), '--work-dir', tempDir(t)]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /nope\.csv: cannot read the input file/);
+  const help = await runCli(['prepare', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /--on-malformed-row/);
+  const top = await runCli(['--help']);
+  assert.match(top.stdout, /prepare <input>/);
+});
+
+test('a second process on the same work directory is refused while the first runs', async (t) => {
+  const work = tempDir(t);
+  const dir = tempDir(t);
+  const big = path.join(dir, 'big.csv');
+  await writeFile(big, (out) => writeCatalog(out, 20_000));
+  const first = spawn(process.execPath, [CLI, 'prepare', big, '--work-dir', work, '--quiet'], { stdio: 'ignore' });
+  await waitFor(() => existsSync(path.join(work, 'state', 'LOCK')) && statSync(path.join(work, 'state', 'LOCK')).size >= 0);
+  await sleep(300);
+  const second = await runCli(['prepare', fixture('catalog.csv'), '--work-dir', work]);
+  const firstCode = await new Promise((resolve) => first.on('close', resolve));
+  assert.equal(firstCode, 0);
+  if (second.code !== 0) assert.match(second.stderr, /in use by another embatch process/);
+  else assert.fail('the second process ran while the first held the work directory');
+});
+
+test('killed at random moments and rerun, prepare writes the same request lines as an uninterrupted run', async (t) => {
+  const dir = tempDir(t);
+  const csv = path.join(dir, 'crash.csv');
+  await writeFile(csv, (out) => writeCatalog(out, 30_000));
+  const opts = ['--set', 'max_requests_per_file=3000', '--quiet'];
+  const clean = path.join(dir, 'clean');
+  assert.equal((await runCli(['prepare', csv, '--work-dir', clean, ...opts])).code, 0);
+  const expected = normalised(clean);
+
+  const crashed = path.join(dir, 'crashed');
+  let kills = 0;
+  for (const delayMs of [250, 700, 1200]) {
+    const child = spawn(process.execPath, [CLI, 'prepare', csv, '--work-dir', crashed, ...opts], { stdio: 'ignore' });
+    await sleep(delayMs);
+    if (child.kill('SIGKILL')) kills++;
+    await new Promise((resolve) => child.on('close', resolve));
+  }
+  assert.ok(kills >= 2, 'the runs were killed mid-way');
+  const final = await runCli(['prepare', csv, '--work-dir', crashed, ...opts, '--json']);
+  assert.equal(final.code, 0, final.stderr);
+  assert.ok(!readdirSync(path.join(crashed, 'requests')).some((n) => n.endsWith('.partial')), 'no partial file left');
+  const got = normalised(crashed);
+  assert.equal(got.length, expected.length, 'no string lost, none requested twice');
+  assert.deepEqual(got, expected);
+});
+
+/** All request lines of a work directory, sorted (file boundaries differ between a clean and an interrupted run). */
+function normalised(work: string): string[] {
+  return requestFiles(work)
+    .flatMap((f) => readFileSync(f, 'utf8').split('\n').filter(Boolean))
+    .sort();
+}
+
+async function writeFile(file: string, write: (out: NodeJS.WritableStream & import('node:stream').Writable) => Promise<void>) {
+  const out = createWriteStream(file);
+  await write(out);
+  await new Promise<void>((resolve) => out.end(() => resolve()));
+}
+
+async function waitFor(cond: () => boolean, timeoutMs = 10_000) {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleep(20);
+  }
+}

@@ -1,0 +1,90 @@
+import { Transform } from 'node:stream';
+import { BATCH_STREAM } from './batch-items.js';
+import { UsageError } from '../src/errors.js';
+import { countSkip, type CsvRecord, type IngestCounters } from '../src/types.js';
+
+export interface ExtractOptions {
+  file: string;
+  embedFields: string[];
+  /** Column names when the input has no header row. */
+  columns: string[] | null;
+  header: boolean;
+  nullValues: string[];
+  normalize: 'none' | 'NFC' | 'NFD' | 'NFKC' | 'NFKD';
+  trim: boolean;
+  counters: IngestCounters;
+}
+
+/**
+ * The strings of one batch of rows, in row order: texts[i] was found in embed_fields[fields[i]] on line lines[i].
+ * Fields travel as small indexes, not names.
+ */
+export interface ExtractedBatch {
+  texts: string[];
+  fields: number[];
+  lines: (number | undefined)[];
+}
+
+/**
+ * Batches of CSV records to the strings to embed: one per configured field whose value is not a null token. Text is
+ * kept byte for byte unless normalisation or trimming is configured. The header row (if any) maps field names to
+ * column positions.
+ */
+export function extractStrings(options: ExtractOptions): Transform {
+  const nulls = new Set(options.nullValues);
+  const form = options.normalize === 'none' ? undefined : options.normalize;
+  let columnIndexes: number[] | undefined = options.header ? undefined : resolveColumns(options, options.columns ?? []);
+  const { counters } = options;
+
+  return new Transform({
+    ...BATCH_STREAM,
+    transform(records: CsvRecord[], _enc, callback) {
+      let start = 0;
+      if (!columnIndexes) {
+        const header = records[0];
+        if (!header) return callback();
+        try {
+          columnIndexes = resolveColumns(options, header);
+        } catch (err) {
+          return callback(err as Error);
+        }
+        start = 1;
+      }
+      const out: ExtractedBatch = { texts: [], fields: [], lines: [] };
+      for (let r = start; r < records.length; r++) {
+        const record = records[r]!;
+        counters.rows++;
+        for (let f = 0; f < columnIndexes.length; f++) {
+          let value = record[columnIndexes[f]!];
+          if (value === undefined || nulls.has(value)) {
+            countSkip(counters, 'null_value');
+            continue;
+          }
+          if (options.trim) value = value.trim();
+          if (form) value = value.normalize(form);
+          if (value === '' || nulls.has(value)) {
+            countSkip(counters, value === '' ? 'empty' : 'null_value');
+            continue;
+          }
+          counters.stringsSeen++;
+          out.texts.push(value);
+          out.fields.push(f);
+          out.lines.push(record.line);
+        }
+      }
+      callback(null, out.texts.length ? out : undefined);
+    },
+  });
+}
+
+function resolveColumns(options: ExtractOptions, header: string[]): number[] {
+  const names = header.map((h, i) => (i === 0 ? h.replace(/^\uFEFF/, '') : h));
+  return options.embedFields.map((field) => {
+    const first = names.indexOf(field);
+    if (first === -1)
+      throw new UsageError('INPUT_NO_COLUMN', `${options.file}:1: embed_fields names column "${field}", which the ${options.header ? 'header' : 'input.columns list'} lacks (columns: ${names.join(', ')})`);
+    if (names.indexOf(field, first + 1) !== -1)
+      throw new UsageError('INPUT_DUPLICATE_COLUMN', `${options.file}:1: column "${field}" appears twice in the header, so which one to embed is ambiguous`);
+    return first;
+  });
+}

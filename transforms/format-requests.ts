@@ -1,0 +1,55 @@
+import { Transform } from 'node:stream';
+import { BATCH_STREAM } from './batch-items.js';
+import type { NewString } from '../src/types.js';
+
+export interface RequestBodyOptions {
+  model: string;
+  encodingFormat: 'float' | 'base64';
+  dimensions: number | null;
+}
+
+/** A new string as it leaves for the writer: its request line, or the reason it has none. */
+export interface RequestItem {
+  id: number;
+  field: string;
+  line?: string;
+  tokens: number;
+  skip?: string;
+}
+
+/** `{crc32hex}_{field}_{id}`: the CRC32 names the string's bucket, the id is unique in the work directory. */
+export function customId(crc: number, field: string, id: number): string {
+  return `${(crc >>> 0).toString(16).padStart(8, '0')}_${field.replace(/[^A-Za-z0-9-]/g, '-')}_${id}`;
+}
+
+/** Parses a custom_id written by customId(); undefined if it is not one of ours. */
+export function parseCustomId(customIdText: string): { crc: string; field: string; id: number } | undefined {
+  const m = /^([0-9a-f]{8})_(.*)_(\d+)$/.exec(customIdText);
+  return m ? { crc: m[1]!, field: m[2]!, id: Number(m[3]) } : undefined;
+}
+
+/**
+ * A function that builds the Batch API request line for one input. The constant part of the body is serialised once;
+ * only the custom_id and the input are escaped per line (the same JSON as JSON.stringify of the whole object).
+ */
+export function requestLineBuilder(body: RequestBodyOptions): (customIdText: string, input: string) => string {
+  const tail = JSON.stringify({ encoding_format: body.encodingFormat, ...(body.dimensions === null ? {} : { dimensions: body.dimensions }) }).slice(1);
+  const head = `,"method":"POST","url":"/v1/embeddings","body":{"model":${JSON.stringify(body.model)},"input":`;
+  return (customIdText, input) => `{"custom_id":${JSON.stringify(customIdText)}${head}${JSON.stringify(input)},${tail}}`;
+}
+
+/** New strings to request lines (one input per line, so every result maps back to one string). */
+export function formatRequests(body: RequestBodyOptions): Transform {
+  const requestLine = requestLineBuilder(body);
+  return new Transform({
+    ...BATCH_STREAM,
+    transform(batch: NewString[], _enc, callback) {
+      const items: RequestItem[] = batch.map((s) =>
+        s.skip
+          ? { id: s.id, field: s.field, tokens: s.tokens ?? 0, skip: s.skip }
+          : { id: s.id, field: s.field, tokens: s.tokens ?? 0, line: requestLine(customId(s.crc, s.field, s.id), s.text) },
+      );
+      callback(null, items);
+    },
+  });
+}
