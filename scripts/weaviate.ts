@@ -1,0 +1,255 @@
+/**
+ * A real Weaviate server for tests, CI and local use, built from its Go module (no Docker here).
+ *
+ *   node dist/scripts/weaviate.js install            build the pinned server once (cached per user)
+ *   node dist/scripts/weaviate.js start [--fresh]    install if needed, start on loopback, wait until ready
+ *   node dist/scripts/weaviate.js stop               stop it cleanly
+ *
+ * Ports: WEAVIATE_HTTP_PORT (8080) and WEAVIATE_GRPC_PORT (50051); the cluster and Raft ports are derived from the
+ * HTTP port, so two servers on different HTTP ports do not collide. Data, pid and log live in .tmp/weaviate/.
+ * WEAVIATE_API_KEY, when set, starts the server with API-key authentication instead of anonymous access.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const WEAVIATE_VERSION = '1.39.2';
+const MODULE = 'github.com/weaviate/weaviate/cmd/weaviate-server';
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface ServerOptions {
+  httpPort: number;
+  grpcPort: number;
+  /** Where data, pid and log files go. */
+  dir: string;
+  apiKey?: string | undefined;
+  memoryLimit: string;
+  readyTimeoutMs: number;
+}
+
+export function defaultOptions(env: NodeJS.ProcessEnv = process.env): ServerOptions {
+  return {
+    httpPort: Number(env.WEAVIATE_HTTP_PORT ?? 8080),
+    grpcPort: Number(env.WEAVIATE_GRPC_PORT ?? 50051),
+    dir: env.EMBATCH_WEAVIATE_DIR ?? path.join(ROOT, '.tmp', 'weaviate'),
+    apiKey: env.WEAVIATE_API_KEY || undefined,
+    memoryLimit: env.WEAVIATE_MEMORY_LIMIT ?? '4GiB',
+    readyTimeoutMs: Number(env.WEAVIATE_READY_TIMEOUT_MS ?? 120_000),
+  };
+}
+
+/** The binary's folder: per user and version, outside the checkout, so every clone on the machine shares one build. */
+export function binaryPath(env: NodeJS.ProcessEnv = process.env): string {
+  const dir = env.EMBATCH_WEAVIATE_BIN_DIR ?? path.join(env.XDG_CACHE_HOME ?? path.join(homedir(), '.cache'), 'embatch', `weaviate-v${WEAVIATE_VERSION}`);
+  return path.join(dir, 'weaviate-server');
+}
+
+export function goAvailable(): boolean {
+  return spawnSync('go', ['version'], { stdio: 'ignore' }).status === 0;
+}
+
+/** Builds the pinned server with `go install` unless it is already there; Go's module and build caches are reused. */
+export function install(log: (line: string) => void = console.error): string {
+  const bin = binaryPath();
+  if (existsSync(bin)) return bin;
+  if (!goAvailable()) throw new Error(`the Weaviate server is not installed (${bin}) and Go is not on PATH to build it; install Go 1.26+ or point WEAVIATE_URL at a running Weaviate`);
+  log(`building Weaviate ${WEAVIATE_VERSION} with go install (the first time takes a few minutes)...`);
+  const started = Date.now();
+  const result = spawnSync('go', ['install', `${MODULE}@v${WEAVIATE_VERSION}`], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, CGO_ENABLED: '0', GOBIN: path.dirname(bin), GOFLAGS: '-mod=mod' },
+  });
+  if (result.status !== 0 || !existsSync(bin)) throw new Error(`go install ${MODULE}@v${WEAVIATE_VERSION} failed (exit ${result.status})`);
+  log(`built ${bin} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  return bin;
+}
+
+const pidFile = (o: ServerOptions) => path.join(o.dir, `weaviate-${o.httpPort}.pid`);
+const logFile = (o: ServerOptions) => path.join(o.dir, `weaviate-${o.httpPort}.log`);
+const dataDir = (o: ServerOptions) => path.join(o.dir, `data-${o.httpPort}`);
+export const serverUrl = (o: ServerOptions) => `http://127.0.0.1:${o.httpPort}`;
+
+/** The environment of a single local node: loopback only, no modules, no telemetry, no autoschema, memory capped. */
+function serverEnv(o: ServerOptions): NodeJS.ProcessEnv {
+  // Cluster and Raft ports sit 1000 above the HTTP port: 8080 -> 9080-9083.
+  const base = o.httpPort + 1000;
+  const auth: NodeJS.ProcessEnv = o.apiKey
+    ? { AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED: 'false', AUTHENTICATION_APIKEY_ENABLED: 'true', AUTHENTICATION_APIKEY_ALLOWED_KEYS: o.apiKey, AUTHENTICATION_APIKEY_USERS: 'embatch' }
+    : { AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED: 'true' };
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    ...auth,
+    PERSISTENCE_DATA_PATH: dataDir(o),
+    DEFAULT_VECTORIZER_MODULE: 'none',
+    API_BASED_MODULES_DISABLED: 'true',
+    DISABLE_TELEMETRY: 'true',
+    AUTOSCHEMA_ENABLED: 'false',
+    CLUSTER_HOSTNAME: 'node1',
+    CLUSTER_IN_LOCALHOST: 'true',
+    // This machine's own address is not one memberlist accepts as private: bind and advertise loopback.
+    CLUSTER_BIND_ADDR: '127.0.0.1',
+    CLUSTER_ADVERTISE_ADDR: '127.0.0.1',
+    CLUSTER_GOSSIP_BIND_PORT: String(base),
+    CLUSTER_DATA_BIND_PORT: String(base + 1),
+    RAFT_PORT: String(base + 2),
+    RAFT_INTERNAL_RPC_PORT: String(base + 3),
+    RAFT_BOOTSTRAP_EXPECT: '1',
+    RAFT_JOIN: `node1:${base + 2}`,
+    GRPC_PORT: String(o.grpcPort),
+    GO_PROFILING_DISABLE: 'true',
+    GOMEMLIMIT: o.memoryLimit,
+    QUERY_DEFAULTS_LIMIT: '25',
+  };
+}
+
+export async function isReady(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${url}/v1/.well-known/ready`, { signal: AbortSignal.timeout(2000) });
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface StartedServer {
+  url: string;
+  pid: number;
+  startSeconds: number;
+}
+
+/** Starts the server in the background (it outlives this process) and waits until it is ready. */
+export async function start(o: ServerOptions, opts: { fresh?: boolean; log?: (line: string) => void } = {}): Promise<StartedServer> {
+  const log = opts.log ?? console.error;
+  const bin = install(log);
+  mkdirSync(o.dir, { recursive: true });
+  if (existsSync(pidFile(o))) {
+    const pid = Number(readFileSync(pidFile(o), 'utf8'));
+    if (running(pid) && (await isReady(serverUrl(o)))) {
+      log(`Weaviate already running at ${serverUrl(o)} (pid ${pid})`);
+      return { url: serverUrl(o), pid, startSeconds: 0 };
+    }
+    rmSync(pidFile(o), { force: true });
+  }
+  if (await isReady(serverUrl(o))) throw new Error(`something else already answers on ${serverUrl(o)}; stop it or set WEAVIATE_HTTP_PORT`);
+  if (opts.fresh) rmSync(dataDir(o), { recursive: true, force: true });
+  mkdirSync(dataDir(o), { recursive: true });
+  const out = openSync(logFile(o), 'w');
+  const started = Date.now();
+  const child: ChildProcess = spawn(bin, ['--host', '127.0.0.1', '--port', String(o.httpPort), '--scheme', 'http', '--read-timeout=600s', '--write-timeout=600s'], {
+    env: serverEnv(o),
+    stdio: ['ignore', out, out],
+    detached: true,
+  });
+  closeSync(out);
+  const pid = child.pid!;
+  writeFileSync(pidFile(o), String(pid));
+  child.unref();
+
+  // Ctrl-C while waiting: leave nothing behind.
+  const onSignal = () => {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {}
+    rmSync(pidFile(o), { force: true });
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  try {
+    while (!(await isReady(serverUrl(o)))) {
+      if (!running(pid)) throw new Error(`Weaviate exited during start-up; its log:\n${tail(logFile(o))}`);
+      if (Date.now() - started > o.readyTimeoutMs) {
+        await stop(o);
+        throw new Error(`Weaviate was not ready after ${o.readyTimeoutMs / 1000} s; its log:\n${tail(logFile(o))}`);
+      }
+      await sleep(250);
+    }
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+  }
+  const startSeconds = (Date.now() - started) / 1000;
+  log(`Weaviate ${WEAVIATE_VERSION} ready at ${serverUrl(o)} (gRPC ${o.grpcPort}) after ${startSeconds.toFixed(1)} s; log: ${logFile(o)}`);
+  return { url: serverUrl(o), pid, startSeconds };
+}
+
+/** Stops the server started for these options: SIGTERM, then SIGKILL after 30 s. */
+export async function stop(o: ServerOptions, log: (line: string) => void = console.error): Promise<boolean> {
+  if (!existsSync(pidFile(o))) {
+    log(`no Weaviate started here on port ${o.httpPort}`);
+    return false;
+  }
+  const pid = Number(readFileSync(pidFile(o), 'utf8'));
+  if (running(pid)) {
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + 30_000;
+    while (running(pid) && Date.now() < deadline) await sleep(100);
+    if (running(pid)) process.kill(pid, 'SIGKILL');
+  }
+  rmSync(pidFile(o), { force: true });
+  log(`Weaviate on port ${o.httpPort} stopped`);
+  return true;
+}
+
+/** Resident memory of a process in MB, from /proc (Linux). */
+export function rssMB(pid: number): number | undefined {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function tail(file: string, lines = 40): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+async function cli(): Promise<number> {
+  const [command, ...rest] = process.argv.slice(2);
+  const o = defaultOptions();
+  try {
+    switch (command) {
+      case 'install':
+        console.log(install());
+        return 0;
+      case 'start': {
+        const server = await start(o, { fresh: rest.includes('--fresh') });
+        await sleep(2000);
+        const rss = rssMB(server.pid);
+        if (rss !== undefined) console.error(`idle memory ${rss.toFixed(0)} MB`);
+        console.log(server.url);
+        return 0;
+      }
+      case 'stop':
+        await stop(o);
+        return 0;
+      case 'url':
+        console.log(serverUrl(o));
+        return 0;
+      default:
+        console.error('usage: weaviate.js install | start [--fresh] | stop | url');
+        return 2;
+    }
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) process.exitCode = await cli();
