@@ -6,11 +6,12 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { cancelCommand, downloadCommand, resetCommand, retryCommand, runCommand, simulateCommand, statusCommand, submitCommand } from './commands/batch.js';
 import { prepareCommand } from './commands/prepare.js';
 import { EmbatchError, UsageError } from './errors.js';
 import { log, redact } from './log.js';
 
-export const commands = [prepareCommand];
+export const commands = [prepareCommand, submitCommand, statusCommand, downloadCommand, retryCommand, runCommand, cancelCommand, resetCommand, simulateCommand];
 
 export function buildParser(argv: string[]): Argv {
   let parser = yargs(argv)

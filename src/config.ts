@@ -28,6 +28,27 @@ const inputSchema = z
   })
   .strict();
 
+/** The built-in OpenAI simulator's pace and faults (`--simulate`, `embatch simulate`). */
+const simulatorSchema = z
+  .object({
+    validating_seconds: z.number().min(0).default(1),
+    lines_per_second: z.number().positive().default(5000),
+    finalizing_seconds: z.number().min(0).default(1),
+    completion_window_seconds: z.number().positive().default(86_400),
+    enqueued_token_limit: z.number().positive().nullable().default(null),
+    enqueued_request_limit: z.number().int().positive().default(1_000_000),
+    line_server_error_rate: z.number().min(0).max(1).default(0),
+    line_bad_request_rate: z.number().min(0).max(1).default(0),
+    rate_429: z.number().min(0).max(1).default(0),
+    rate_500: z.number().min(0).max(1).default(0),
+    rate_reset: z.number().min(0).max(1).default(0),
+    rate_stall: z.number().min(0).max(1).default(0),
+    rate_truncate: z.number().min(0).max(1).default(0),
+    truncate_first_downloads: z.number().int().min(0).default(0),
+    api_key: z.string().nullable().default(null),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     // Keys of the seed system, same names and meanings.
@@ -49,6 +70,18 @@ export const configSchema = z
     over_long_inputs: z.enum(['skip', 'truncate']).default('skip'),
     max_file_bytes: z.number().int().min(1024).max(209_715_200).default(200_000_000),
     input: inputSchema.default(() => inputSchema.parse({})),
+
+    // OpenAI and the batch lifecycle.
+    openai_base_url: z.string().url().nullable().default(null),
+    request_timeout: z.number().positive().default(600),
+    max_active_batches: z.number().int().min(1).default(16),
+    enqueued_token_budget: z.number().int().min(1).default(20_000_000),
+    enqueued_request_budget: z.number().int().min(1).default(1_000_000),
+    max_batch_creations_per_hour: z.number().int().min(1).max(2000).default(2000),
+    max_retry_attempts: z.number().int().min(0).default(3),
+    queue_retry_delay: z.number().min(0).default(60),
+    download_idle_timeout: z.number().positive().default(120),
+    simulator: simulatorSchema.default(() => simulatorSchema.parse({})),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -136,6 +169,7 @@ function readConfigFile(file: string): Layer {
 function envToLayer(env: NodeJS.ProcessEnv): Layer {
   const layer: Layer = {};
   if (env.OPENAI_API_KEY) layer.openai_api_key = env.OPENAI_API_KEY;
+  if (env.OPENAI_BASE_URL) layer.openai_base_url = env.OPENAI_BASE_URL;
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith('EMBATCH_') || raw === undefined || RESERVED_ENV.has(name) || name.startsWith('EMBATCH_TEST_')) continue;
     const keyPath = name.slice('EMBATCH_'.length).toLowerCase().split('__');

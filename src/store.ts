@@ -9,6 +9,8 @@
  *   r!<run>         RunRecord      one prepare run
  *   j!<first id>    JournalRecord  journal: the buckets a batch added new ids to (deleted once committed)
  *   k!<id>          SkipRecord     a string that will not be embedded, and why
+ *   b!<seq>         JobRecord      the Batch API job of request file <seq>: upload, batch, status, downloads
+ *   x!<id>          FailureRecord  a string whose request failed, why, and how often (deleted once it succeeds)
  *   m!<name>        meta values    workdir id, id and file counters, the field and source name tables
  *
  * Crash safety rests on one watermark, `committedId`: ids below it belong to request files that were completely
@@ -60,6 +62,8 @@ export interface RequestFile {
   model: string;
   createdAt: string;
   run: number;
+  /** Written by `retry` from failed lines (ids not new, not contiguous). */
+  retry?: boolean;
 }
 
 export interface RunRecord {
@@ -80,6 +84,46 @@ export interface SkipRecord {
 interface JournalRecord {
   last: number;
   crcs: string[];
+}
+
+export type JobState = 'queued' | 'uploaded' | 'creating' | 'active' | 'ended' | 'downloaded';
+
+export interface JobRecord {
+  seq: number;
+  state: JobState;
+  inputFileId?: string;
+  batchId?: string;
+  /** When a create call was sent (ms): a crash after it is reconciled through the batch list. */
+  intentAt?: number;
+  createdAt?: number;
+  status?: string;
+  counts?: { total: number; completed: number; failed: number };
+  inProgressAt?: number | null;
+  outputFileId?: string | null;
+  errorFileId?: string | null;
+  /** Times the batch failed on a queue limit and went back to the queue, and when it may be tried again (ms). */
+  requeues: number;
+  notBefore?: number;
+  /** Why the batch failed as a whole (validation), when it did. */
+  error?: string;
+  /** Downloaded result files (names in results/) and their line counts. */
+  outputFile?: string;
+  errorFile?: string;
+  outputLines?: number;
+  errorLines?: number;
+  usageTokens?: number;
+}
+
+export interface FailureRecord {
+  customId: string;
+  /** The request file whose line failed last. */
+  seq: number;
+  code: string;
+  message: string;
+  retryable: boolean;
+  attempts: number;
+  /** The retry request file this string is queued in, if any. */
+  retrySeq?: number;
 }
 
 interface Meta {
@@ -110,6 +154,8 @@ export class StateStore {
   readonly runs;
   readonly skips;
   readonly journal;
+  readonly jobs;
+  readonly failures;
   readonly #meta;
   #state!: Meta;
   /** Run id -> completed. Runs are few (one per prepare), so they are kept in memory. */
@@ -125,6 +171,8 @@ export class StateStore {
     this.runs = this.#db.sublevel<string, RunRecord>('r', { valueEncoding: 'json' });
     this.skips = this.#db.sublevel<string, SkipRecord>('k', { valueEncoding: 'json' });
     this.journal = this.#db.sublevel<string, JournalRecord>('j', { valueEncoding: 'json' });
+    this.jobs = this.#db.sublevel<string, JobRecord>('b', { valueEncoding: 'json' });
+    this.failures = this.#db.sublevel<string, FailureRecord>('x', { valueEncoding: 'json' });
     this.#meta = this.#db.sublevel<string, unknown>('m', { valueEncoding: 'json' });
   }
 
@@ -272,6 +320,66 @@ export class StateStore {
 
   async *requestFiles(fromSeq = 0): AsyncGenerator<RequestFile> {
     for await (const [, file] of this.files.iterator({ gte: pad(fromSeq) })) yield file;
+  }
+
+  async getJob(seq: number): Promise<JobRecord | undefined> {
+    return this.jobs.get(pad(seq));
+  }
+
+  async putJob(job: JobRecord): Promise<void> {
+    await this.jobs.put(pad(job.seq), job);
+  }
+
+  /** Every request file with its job (a queued one if it has none yet), in file order, read in pages. */
+  async *requestFilesWithJobs(fromSeq = 0): AsyncGenerator<[RequestFile, JobRecord]> {
+    let page: RequestFile[] = [];
+    const flush = async function* (this: StateStore) {
+      const jobs = await this.jobs.getMany(page.map((f) => pad(f.seq)));
+      for (const [i, f] of page.entries()) yield [f, jobs[i] ?? { seq: f.seq, state: 'queued', requeues: 0 }] as [RequestFile, JobRecord];
+      page = [];
+    };
+    for await (const [, file] of this.files.iterator({ gte: pad(fromSeq) })) {
+      page.push(file);
+      if (page.length >= 200) yield* flush.call(this);
+    }
+    yield* flush.call(this);
+  }
+
+  async getRequestFile(seq: number): Promise<RequestFile | undefined> {
+    return this.files.get(pad(seq));
+  }
+
+  /**
+   * Records a request file written for retries: it gets the next sequence number but leaves the id watermark alone,
+   * and the failures of the strings it carries are marked as queued in it.
+   */
+  async addRetryFile(file: RequestFile, ids: number[]): Promise<void> {
+    const failures = await this.getFailures(ids);
+    const ops: BatchOp[] = [
+      { type: 'put', sublevel: this.files, key: pad(file.seq), value: file },
+      { type: 'put', sublevel: this.#meta, key: 'nextSeq', value: file.seq + 1 },
+    ];
+    failures.forEach((f, i) => {
+      if (f) ops.push({ type: 'put', sublevel: this.failures, key: pad(ids[i]!), value: { ...f, retrySeq: file.seq } });
+    });
+    await this.#db.batch(ops as never);
+    this.#state.nextSeq = file.seq + 1;
+  }
+
+  async *failureRecords(): AsyncGenerator<[number, FailureRecord]> {
+    for await (const [key, rec] of this.failures.iterator()) yield [Number(key), rec];
+  }
+
+  async getFailures(ids: number[]): Promise<(FailureRecord | undefined)[]> {
+    return this.failures.getMany(ids.map(pad));
+  }
+
+  /** Applies a download's outcome in one write: failures recorded, strings that succeeded cleared, the job updated. */
+  async recordResults(job: JobRecord, failed: Array<[number, FailureRecord]>, succeeded: number[]): Promise<void> {
+    const ops: BatchOp[] = [{ type: 'put', sublevel: this.jobs, key: pad(job.seq), value: job }];
+    for (const [id, rec] of failed) ops.push({ type: 'put', sublevel: this.failures, key: pad(id), value: rec });
+    for (const id of succeeded) ops.push({ type: 'del', sublevel: this.failures, key: pad(id) });
+    await this.#db.batch(ops as never);
   }
 
   async *skipped(): AsyncGenerator<[number, SkipRecord]> {

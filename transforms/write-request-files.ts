@@ -20,12 +20,18 @@ export interface WriteRequestFilesOptions {
   model: string;
   run: number;
   counters: IngestCounters;
+  /**
+   * Retry files carry strings that already have ids: they are recorded with `retry: true`, the id watermark stays
+   * where it is, and `onRetryFile` gets the ids each file holds.
+   */
+  onRetryFile?: (file: RequestFile, ids: number[]) => Promise<void>;
 }
 
 export const requestFileName = (seq: number) => `batch_requests_${String(seq).padStart(6, '0')}.jsonl`;
 const partialName = (seq: number) => `.${requestFileName(seq)}.partial`;
 
 interface OpenFile {
+  ids: number[];
   seq: number;
   handle: FileHandle;
   hash: Hash;
@@ -50,7 +56,7 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
   const openFile = async (firstId: number): Promise<OpenFile> => {
     const seq = store.nextSeq;
     const handle = await open(path.join(dir, partialName(seq)), 'w', 0o600);
-    return { seq, handle, hash: createHash('sha256'), lines: 0, bytes: 0, tokens: 0, firstId };
+    return { ids: [], seq, handle, hash: createHash('sha256'), lines: 0, bytes: 0, tokens: 0, firstId };
   };
 
   const finishFile = async (file: OpenFile): Promise<void> => {
@@ -71,8 +77,10 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
       model: options.model,
       createdAt: new Date().toISOString(),
       run: options.run,
+      ...(options.onRetryFile ? { retry: true } : {}),
     };
-    await store.commit(lastId + 1, record, skipped);
+    if (options.onRetryFile) await options.onRetryFile(record, file.ids);
+    else await store.commit(lastId + 1, record, skipped);
     skipped = [];
     counters.files++;
   };
@@ -106,6 +114,7 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
       current.lines++;
       current.bytes += bytes;
       current.tokens += item.tokens;
+      if (options.onRetryFile) current.ids.push(item.id);
       counters.requestLines++;
       counters.tokens += item.tokens;
       lastId = item.id;
@@ -122,7 +131,7 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
     final(callback) {
       const done = async () => {
         if (current) await finishFile(current);
-        else if (skipped.length || lastId + 1 > store.committedId) await store.commit(lastId + 1, null, skipped);
+        else if (!options.onRetryFile && (skipped.length || lastId + 1 > store.committedId)) await store.commit(lastId + 1, null, skipped);
         current = undefined;
       };
       done().then(() => callback(), callback);

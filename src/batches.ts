@@ -1,0 +1,590 @@
+/**
+ * The Batch API lifecycle: submit request files within the account's queue limits, follow the batches, download
+ * output and error files, and turn failed lines into retry files. All state is in the store (store.ts, JobRecord and
+ * FailureRecord); every step can be killed and rerun without losing a string or creating a batch twice.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import OpenAI from 'openai';
+import split2 from 'split2';
+import { customId, parseCustomId, requestLineBuilder, type RequestItem } from '../transforms/format-requests.js';
+import { writeRequestFiles } from '../transforms/write-request-files.js';
+import type { Config } from './config.js';
+import { EmbatchError } from './errors.js';
+import { log } from './log.js';
+import { estimateCost } from './models.js';
+import { apiError, type Api } from './openai.js';
+import type { FailureRecord, JobRecord, RequestFile, StateStore } from './store.js';
+import { countWithin } from './token-worker.js';
+import { newCounters } from './types.js';
+import { workPaths } from './workdir.js';
+
+export interface Ctx {
+  store: StateStore;
+  api: Api;
+  config: Config;
+}
+
+const ACTIVE_STATUSES = new Set(['validating', 'in_progress', 'finalizing', 'cancelling']);
+const QUEUE_LIMIT_CODES = new Set(['token_limit_exceeded', 'request_limit_exceeded']);
+/** Line errors worth another try: the request never ran, or failed on the server's side. */
+const RETRYABLE_CODES = new Set(['batch_expired', 'batch_cancelled', 'rate_limit_exceeded', 'server_error', 'timeout', 'internal_error']);
+
+// ---------------------------------------------------------------- submit
+
+export interface SubmitSummary {
+  submitted: number;
+  queued: number;
+  waitingReason: string | null;
+}
+
+interface Ledger {
+  activeBatches: number;
+  tokens: number;
+  requests: number;
+  createdLastHour: number;
+}
+
+/** What this work directory has enqueued now (no API reports the headroom, so the tool keeps its own count). */
+async function ledger(store: StateStore): Promise<Ledger> {
+  const l: Ledger = { activeBatches: 0, tokens: 0, requests: 0, createdLastHour: 0 };
+  const hourAgo = Date.now() - 3_600_000;
+  for await (const [file, job] of store.requestFilesWithJobs()) {
+    if (job.state === 'creating' || (job.state === 'active' && ACTIVE_STATUSES.has(job.status ?? 'validating'))) {
+      l.activeBatches++;
+      l.tokens += file.tokens;
+      l.requests += file.lines;
+    }
+    if ((job.createdAt ?? 0) > hourAgo) l.createdLastHour++;
+  }
+  return l;
+}
+
+export async function submitQueued(ctx: Ctx): Promise<SubmitSummary> {
+  const { store, config } = ctx;
+  const l = await ledger(store);
+  const summary: SubmitSummary = { submitted: 0, queued: 0, waitingReason: null };
+  for await (const [file, job] of store.requestFilesWithJobs()) {
+    if (job.state !== 'queued' && job.state !== 'uploaded' && job.state !== 'creating') continue;
+    if (job.state === 'creating') {
+      // A create call was sent but its answer never recorded: the batch may exist.
+      if (await reconcile(ctx, file, job)) continue;
+    }
+    const wait =
+      job.notBefore && job.notBefore > Date.now()
+        ? `file ${file.seq} waits until ${new Date(job.notBefore).toISOString()} after a queue-limit failure`
+        : l.activeBatches >= config.max_active_batches
+          ? `${l.activeBatches} batches active (max_active_batches ${config.max_active_batches})`
+          : l.tokens + file.tokens > config.enqueued_token_budget && l.activeBatches > 0
+            ? `${l.tokens.toLocaleString('en-US')} tokens enqueued (enqueued_token_budget ${config.enqueued_token_budget.toLocaleString('en-US')})`
+            : l.requests + file.lines > config.enqueued_request_budget && l.activeBatches > 0
+              ? `${l.requests.toLocaleString('en-US')} requests enqueued (enqueued_request_budget ${config.enqueued_request_budget.toLocaleString('en-US')})`
+              : l.createdLastHour >= config.max_batch_creations_per_hour
+                ? `${l.createdLastHour} batches created in the last hour (max_batch_creations_per_hour)`
+                : null;
+    if (wait) {
+      summary.queued++;
+      summary.waitingReason ??= wait;
+      continue;
+    }
+    await submitOne(ctx, file, job);
+    summary.submitted++;
+    l.activeBatches++;
+    l.tokens += file.tokens;
+    l.requests += file.lines;
+    l.createdLastHour++;
+  }
+  return summary;
+}
+
+async function submitOne(ctx: Ctx, file: RequestFile, job: JobRecord): Promise<void> {
+  const { store, api } = ctx;
+  const filePath = path.join(workPaths(ctx.config.work_dir).requests, file.name);
+  if (!job.inputFileId) {
+    const sha = await sha256File(filePath);
+    if (sha !== file.sha256) throw new EmbatchError('REQUEST_FILE_CHANGED', `${filePath} no longer matches what prepare wrote (sha256 differs); rerun prepare into a fresh work directory`);
+    // The SDK never retries a streamed upload: retry here, with a fresh stream each time.
+    const uploaded = await withRetries(`upload ${file.name}`, () => api.client.files.create({ file: createReadStream(filePath), purpose: 'batch' }, { maxRetries: 0 }));
+    job.inputFileId = uploaded.id;
+    job.state = 'uploaded';
+    await store.putJob(job);
+    crashPoint('after-upload');
+  }
+  // Record the intent before the call: if the answer is lost, the next run finds the batch by its metadata.
+  job.state = 'creating';
+  job.intentAt = Date.now();
+  await store.putJob(job);
+  let batch: OpenAI.Batches.Batch;
+  try {
+    batch = await api.client.batches.create(
+      { input_file_id: job.inputFileId, endpoint: '/v1/embeddings', completion_window: '24h', metadata: batchMetadata(store, file) },
+      // No SDK retries: a retried create can duplicate the batch. A failure is reconciled on the next run.
+      { maxRetries: 0 },
+    );
+  } catch (err) {
+    if (err instanceof OpenAI.APIError && err.status !== undefined && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
+      job.state = 'uploaded';
+      await store.putJob(job);
+    }
+    throw apiError(err, `creating the batch for ${file.name}`);
+  }
+  crashPoint('after-create');
+  adopt(job, batch);
+  await store.putJob(job);
+  log.info(`submitted ${file.name}: ${batch.id} (${file.lines.toLocaleString('en-US')} requests, ${file.tokens.toLocaleString('en-US')} tokens)`);
+}
+
+function batchMetadata(store: StateStore, file: RequestFile): Record<string, string> {
+  return { embatch_workdir: store.workdirId, embatch_seq: String(file.seq), embatch_sha256: file.sha256 };
+}
+
+function adopt(job: JobRecord, batch: OpenAI.Batches.Batch): void {
+  job.batchId = batch.id;
+  job.state = 'active';
+  job.createdAt = batch.created_at * 1000;
+  job.status = batch.status;
+  job.counts = batch.request_counts ?? { total: 0, completed: 0, failed: 0 };
+  delete job.error;
+}
+
+/** Looks for a batch created for this file by an earlier run whose answer was lost; adopts it if found. */
+async function reconcile(ctx: Ctx, file: RequestFile, job: JobRecord): Promise<boolean> {
+  const since = ((job.intentAt ?? 0) - 10 * 60_000) / 1000;
+  const want = batchMetadata(ctx.store, file);
+  try {
+    for await (const batch of ctx.api.client.batches.list({ limit: 100 })) {
+      if (batch.created_at < since) break;
+      const m = batch.metadata ?? {};
+      if (m.embatch_workdir === want.embatch_workdir && m.embatch_seq === want.embatch_seq && m.embatch_sha256 === want.embatch_sha256 && batch.input_file_id === job.inputFileId) {
+        adopt(job, batch);
+        await ctx.store.putJob(job);
+        log.info(`found ${batch.id} for ${file.name}, created by an interrupted run; not creating it again`);
+        return true;
+      }
+    }
+  } catch (err) {
+    throw apiError(err, `listing batches to reconcile ${file.name}`);
+  }
+  job.state = 'uploaded';
+  await ctx.store.putJob(job);
+  return false;
+}
+
+// ---------------------------------------------------------------- follow
+
+export interface RefreshSummary {
+  active: number;
+  ended: number;
+  requeued: number;
+  failed: number;
+}
+
+/** Reads the current state of every active batch; batches failed on a queue limit go back to the queue. */
+export async function refreshActive(ctx: Ctx): Promise<RefreshSummary> {
+  const s: RefreshSummary = { active: 0, ended: 0, requeued: 0, failed: 0 };
+  for await (const [file, job] of ctx.store.requestFilesWithJobs()) {
+    if (job.state !== 'active' || !job.batchId) continue;
+    let batch: OpenAI.Batches.Batch;
+    try {
+      batch = await ctx.api.client.batches.retrieve(job.batchId);
+    } catch (err) {
+      throw apiError(err, `reading batch ${job.batchId}`);
+    }
+    job.status = batch.status;
+    job.counts = batch.request_counts ?? job.counts;
+    job.inProgressAt = batch.in_progress_at ?? null;
+    if (batch.status === 'failed') {
+      const errors = batch.errors?.data ?? [];
+      if (errors.some((e) => QUEUE_LIMIT_CODES.has(e.code ?? ''))) {
+        // Not a failure of the strings: the account's queue was full. Back to the queue, same uploaded file.
+        job.requeues++;
+        job.notBefore = Date.now() + Math.min(ctx.config.queue_retry_delay * 1000 * 2 ** Math.min(job.requeues - 1, 5), 30 * 60_000);
+        job.state = 'uploaded';
+        job.error = errors.map((e) => `${e.code}: ${e.message}`).join('; ');
+        delete job.batchId;
+        s.requeued++;
+        log.info(`${file.name}: ${batch.id} hit a queue limit (${errors[0]?.code}); back in the queue`);
+      } else {
+        job.state = 'downloaded';
+        job.error = errors.map((e) => `${e.code}${e.line ? ` (line ${e.line})` : ''}: ${e.message}`).join('; ') || 'failed without errors';
+        s.failed++;
+        log.warn(`${file.name}: ${batch.id} failed validation: ${job.error}`);
+      }
+    } else if (ACTIVE_STATUSES.has(batch.status)) s.active++;
+    else {
+      job.state = 'ended';
+      job.outputFileId = batch.output_file_id || null;
+      job.errorFileId = batch.error_file_id || null;
+      job.usageTokens = batch.usage?.input_tokens;
+      s.ended++;
+    }
+    await ctx.store.putJob(job);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------- download
+
+export interface DownloadSummary {
+  files: number;
+  embedded: number;
+  failedLines: number;
+  redownloads: number;
+}
+
+/**
+ * Downloads the output and error files of ended batches into results/ (streamed, with an idle timeout, under a
+ * temporary name until whole and checked against request_counts), then records which strings failed and why.
+ */
+export async function downloadEnded(ctx: Ctx): Promise<DownloadSummary> {
+  const s: DownloadSummary = { files: 0, embedded: 0, failedLines: 0, redownloads: 0 };
+  const dir = workPaths(ctx.config.work_dir).results;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for await (const [file, job] of ctx.store.requestFilesWithJobs()) {
+    if (job.state !== 'ended') continue;
+    const tag = String(file.seq).padStart(6, '0');
+    if (job.outputFileId) {
+      const name = `batch_results_${tag}.jsonl`;
+      const got = await downloadChecked(ctx, job.outputFileId, path.join(dir, name), job.counts?.completed, s);
+      job.outputFile = name;
+      job.outputLines = got;
+      s.embedded += got;
+      s.files++;
+      if (file.retry) await clearSucceeded(ctx, path.join(dir, name));
+    }
+    if (job.errorFileId) {
+      const name = `batch_errors_${tag}.jsonl`;
+      job.errorLines = await downloadChecked(ctx, job.errorFileId, path.join(dir, name), undefined, s);
+      job.errorFile = name;
+      s.failedLines += job.errorLines;
+      s.files++;
+      await recordFailures(ctx, file, path.join(dir, name));
+    }
+    job.state = 'downloaded';
+    await ctx.store.putJob(job);
+    log.info(`${file.name}: downloaded ${job.outputLines ?? 0} results${job.errorLines ? ` and ${job.errorLines} failed lines` : ''}`);
+  }
+  return s;
+}
+
+async function downloadChecked(ctx: Ctx, fileId: string, target: string, expectedLines: number | undefined, s: DownloadSummary): Promise<number> {
+  if (!/^[A-Za-z0-9_-]+$/.test(fileId)) throw new EmbatchError('API_BAD_FILE_ID', `the API returned a file id that is not safe to use: ${JSON.stringify(fileId)}`);
+  const partial = `${target}.partial`;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const lines = await downloadOnce(ctx, fileId, partial);
+      if (expectedLines !== undefined && lines !== expectedLines) throw new Error(`got ${lines} lines, the batch reports ${expectedLines}`);
+      await rename(partial, target);
+      return lines;
+    } catch (err) {
+      await rm(partial, { force: true });
+      if (attempt >= 4) throw new EmbatchError('DOWNLOAD_FAILED', `downloading ${fileId} to ${target} failed ${attempt} times: ${(err as Error).message}; rerun download`, { cause: err });
+      s.redownloads++;
+      log.warn(`download of ${fileId} incomplete (${(err as Error).message}); downloading it again`);
+      await sleep(500 * 2 ** attempt);
+    }
+  }
+}
+
+/** One streamed download; fails on an idle connection, an early end, or a last line that is not whole. */
+async function downloadOnce(ctx: Ctx, fileId: string, partial: string): Promise<number> {
+  const idleMs = ctx.config.download_idle_timeout * 1000;
+  const abort = new AbortController();
+  const response = await ctx.api.client.files.content(fileId, { signal: abort.signal });
+  if (!response.body) throw new Error('empty response');
+  const expectedBytes = Number(response.headers.get('content-length') ?? NaN);
+  let bytes = 0;
+  let lines = 0;
+  let last = 10;
+  let timer = setTimeout(() => abort.abort(new Error(`no data for ${idleMs / 1000} s`)), idleMs);
+  const watch = new Transform({
+    transform(chunk: Buffer, _enc, callback) {
+      clearTimeout(timer);
+      timer = setTimeout(() => abort.abort(new Error(`no data for ${idleMs / 1000} s`)), idleMs);
+      bytes += chunk.length;
+      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) lines++;
+      last = chunk[chunk.length - 1] ?? last;
+      callback(null, chunk);
+    },
+  });
+  try {
+    await pipeline(Readable.fromWeb(response.body as never), watch, createWriteStream(partial, { mode: 0o600 }));
+  } finally {
+    clearTimeout(timer);
+  }
+  if (Number.isFinite(expectedBytes) && bytes !== expectedBytes) throw new Error(`got ${bytes} of ${expectedBytes} bytes`);
+  if (bytes > 0 && last !== 10) throw new Error('the last line is not complete');
+  return lines;
+}
+
+interface ResultLine {
+  custom_id?: string;
+  response?: { status_code?: number; body?: { error?: { message?: string; code?: string | null; type?: string } } } | null;
+  error?: { code?: string; message?: string } | null;
+}
+
+/** Reads an error file line by line and records each failed string with its reason. */
+async function recordFailures(ctx: Ctx, file: RequestFile, errorFile: string): Promise<void> {
+  let slice: Array<[number, ResultLine]> = [];
+  const flush = async () => {
+    const ids = slice.map(([id]) => id);
+    const previous = await ctx.store.getFailures(ids);
+    const records: Array<[number, FailureRecord]> = slice.map(([id, line], i) => {
+      const status = line.response?.status_code;
+      const code = line.error?.code ?? line.response?.body?.error?.code ?? line.response?.body?.error?.type ?? (status ? `http_${status}` : 'unknown');
+      const message = line.error?.message ?? line.response?.body?.error?.message ?? 'no message';
+      const retryable = RETRYABLE_CODES.has(code) || status === 429 || (status !== undefined && status >= 500) || (!status && !line.error?.code);
+      return [id, { customId: line.custom_id!, seq: file.seq, code, message, retryable, attempts: (previous[i]?.attempts ?? 0) + 1 }];
+    });
+    const job = (await ctx.store.getJob(file.seq))!;
+    await ctx.store.recordResults(job, records, []);
+    slice = [];
+  };
+  for await (const line of createReadStream(errorFile).pipe(split2('\n', parseLine))) {
+    const parsed = parseCustomId((line as ResultLine).custom_id ?? '');
+    if (!parsed) continue;
+    slice.push([parsed.id, line as ResultLine]);
+    if (slice.length >= 5000) await flush();
+  }
+  if (slice.length) await flush();
+}
+
+/** After a retry batch: strings in its output file succeeded, so their failure records go. */
+async function clearSucceeded(ctx: Ctx, outputFile: string): Promise<void> {
+  let ids: number[] = [];
+  const flush = async () => {
+    await ctx.store.failures.batch(ids.map((id) => ({ type: 'del' as const, key: String(id).padStart(12, '0') })));
+    ids = [];
+  };
+  // Only the custom_id is needed: read it from the start of the line instead of parsing a whole embedding.
+  for await (const id of createReadStream(outputFile).pipe(split2('\n', (l: string) => /"custom_id":"([^"]+)"/.exec(l)?.[1]))) {
+    const parsed = parseCustomId(id as string);
+    if (parsed) ids.push(parsed.id);
+    if (ids.length >= 5000) await flush();
+  }
+  if (ids.length) await flush();
+}
+
+function parseLine(line: string): ResultLine | undefined {
+  if (!line.trim()) return undefined;
+  try {
+    return JSON.parse(line) as ResultLine;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- retry
+
+export interface RetrySummary {
+  requeued: number;
+  files: string[];
+  permanent: number;
+  exhausted: number;
+  permanentSamples: Array<{ customId: string; code: string; message: string }>;
+}
+
+/** New request files for strings whose lines failed for retryable reasons, up to max_retry_attempts per string. */
+export async function createRetryFiles(ctx: Ctx): Promise<RetrySummary> {
+  const { store, config } = ctx;
+  const s: RetrySummary = { requeued: 0, files: [], permanent: 0, exhausted: 0, permanentSamples: [] };
+  const build = requestLineBuilder({ model: config.model, encodingFormat: config.encoding_format, dimensions: config.dimensions });
+  const paths = workPaths(config.work_dir);
+  const counters = newCounters();
+
+  async function* items(): AsyncGenerator<RequestItem[]> {
+    let page: Array<[number, FailureRecord]> = [];
+    const lookup = async (): Promise<RequestItem[]> => {
+      const crcs = page.map(([, f]) => parseCustomId(f.customId)!.crc);
+      const buckets = await store.getBuckets([...new Set(crcs)]);
+      const byCrc = new Map([...new Set(crcs)].map((c, i) => [c, buckets[i]]));
+      const out: RequestItem[] = [];
+      for (const [id, f] of page) {
+        const entry = byCrc.get(parseCustomId(f.customId)!.crc)?.find((e) => e.id === id);
+        if (!entry) continue;
+        const field = parseCustomId(f.customId)!.field;
+        out.push({ id, field, tokens: countWithin(entry.t, config.max_input_tokens), line: build(customId(parseInt(parseCustomId(f.customId)!.crc, 16), field, id), entry.t) });
+      }
+      page = [];
+      return out;
+    };
+    for await (const [id, f] of store.failureRecords()) {
+      if (!f.retryable) {
+        s.permanent++;
+        if (s.permanentSamples.length < 10) s.permanentSamples.push({ customId: f.customId, code: f.code, message: f.message });
+        continue;
+      }
+      if (f.attempts > config.max_retry_attempts) {
+        s.exhausted++;
+        continue;
+      }
+      if (f.retrySeq !== undefined) continue;
+      page.push([id, f]);
+      if (page.length >= 2000) yield await lookup();
+    }
+    if (page.length) yield await lookup();
+  }
+
+  await pipeline(
+    Readable.from(items()),
+    writeRequestFiles({
+      store,
+      dir: paths.requests,
+      maxLines: Math.min(config.max_requests_per_file, config.batch_embedding_size),
+      maxBytes: config.max_file_bytes,
+      model: config.model,
+      run: 0,
+      counters,
+      onRetryFile: async (file, ids) => {
+        await store.addRetryFile(file, ids);
+        s.files.push(path.join(paths.requests, file.name));
+      },
+    }),
+  );
+  s.requeued = counters.requestLines;
+  return s;
+}
+
+// ---------------------------------------------------------------- cancel, status
+
+export async function cancelBatches(ctx: Ctx, batchId?: string): Promise<string[]> {
+  const cancelled: string[] = [];
+  for await (const [, job] of ctx.store.requestFilesWithJobs()) {
+    if (job.state !== 'active' || !job.batchId || (batchId && job.batchId !== batchId)) continue;
+    if (!ACTIVE_STATUSES.has(job.status ?? '') || job.status === 'cancelling') continue;
+    try {
+      const b = await ctx.api.client.batches.cancel(job.batchId);
+      job.status = b.status;
+    } catch (err) {
+      throw apiError(err, `cancelling ${job.batchId}`);
+    }
+    await ctx.store.putJob(job);
+    cancelled.push(job.batchId);
+  }
+  if (batchId && !cancelled.length) throw new EmbatchError('NO_SUCH_BATCH', `${batchId} is not an active batch of this work directory (see embatch status)`, { exitCode: 2 });
+  return cancelled;
+}
+
+export interface JobView {
+  seq: number;
+  file: string;
+  batchId: string | null;
+  state: string;
+  status: string | null;
+  total: number;
+  completed: number;
+  failed: number;
+  ageSeconds: number | null;
+  etaSeconds: number | null;
+  tokens: number;
+  costUsd: number | null;
+  retry: boolean;
+  error: string | null;
+}
+
+export interface StatusReport {
+  jobs: JobView[];
+  totals: { files: number; queued: number; active: number; ended: number; downloaded: number; requests: number; completed: number; failed: number; tokens: number; costUsd: number | null };
+  strings: { failedRetryable: number; failedPermanent: number; failedExhausted: number; queuedForRetry: number };
+  next: string;
+}
+
+/** The status of every job, as stored (call refreshActive first for live figures). Lists at most `limit` jobs. */
+export async function statusReport(ctx: Ctx, limit = 1000): Promise<StatusReport> {
+  const now = Date.now();
+  const r: StatusReport = {
+    jobs: [],
+    totals: { files: 0, queued: 0, active: 0, ended: 0, downloaded: 0, requests: 0, completed: 0, failed: 0, tokens: 0, costUsd: 0 },
+    strings: { failedRetryable: 0, failedPermanent: 0, failedExhausted: 0, queuedForRetry: 0 },
+    next: '',
+  };
+  for await (const [file, job] of ctx.store.requestFilesWithJobs()) {
+    const counts = job.counts ?? { total: 0, completed: 0, failed: 0 };
+    const cost = estimateCost(file.model, job.usageTokens ?? file.tokens).batchUsd;
+    const rate = job.inProgressAt && counts.completed > 0 ? counts.completed / (now / 1000 - job.inProgressAt) : 0;
+    const view: JobView = {
+      seq: file.seq,
+      file: file.name,
+      batchId: job.batchId ?? null,
+      state: job.state,
+      status: job.status ?? null,
+      total: counts.total || file.lines,
+      completed: counts.completed,
+      failed: counts.failed,
+      ageSeconds: job.createdAt ? Math.round((now - job.createdAt) / 1000) : null,
+      etaSeconds: rate > 0 && job.state === 'active' ? Math.round((counts.total - counts.completed - counts.failed) / rate) : null,
+      tokens: file.tokens,
+      costUsd: cost,
+      retry: file.retry === true,
+      error: job.error ?? null,
+    };
+    if (r.jobs.length < limit) r.jobs.push(view);
+    const t = r.totals;
+    t.files++;
+    if (job.state === 'queued' || job.state === 'uploaded' || job.state === 'creating') t.queued++;
+    else if (job.state === 'active') t.active++;
+    else if (job.state === 'ended') t.ended++;
+    else t.downloaded++;
+    t.requests += file.lines;
+    t.completed += counts.completed;
+    t.failed += counts.failed;
+    t.tokens += file.tokens;
+    t.costUsd = cost === null || t.costUsd === null ? null : t.costUsd + cost;
+  }
+  for await (const [, f] of ctx.store.failureRecords()) {
+    if (!f.retryable) r.strings.failedPermanent++;
+    else if (f.attempts > ctx.config.max_retry_attempts) r.strings.failedExhausted++;
+    else if (f.retrySeq !== undefined) r.strings.queuedForRetry++;
+    else r.strings.failedRetryable++;
+  }
+  const t = r.totals;
+  r.next =
+    t.files === 0
+      ? 'nothing prepared yet: run `embatch prepare <csv>`'
+      : t.queued > 0 && t.active === 0
+        ? 'request files wait to be submitted: run `embatch submit`'
+        : t.active > 0
+          ? 'batches are running: run `embatch status` later (or `embatch run` to wait for them)'
+          : t.ended > 0
+            ? 'batches have ended: run `embatch download`'
+            : r.strings.failedRetryable > 0
+              ? `${r.strings.failedRetryable} strings failed for retryable reasons: run \`embatch retry\`, then \`embatch submit\``
+              : 'every batch is done and downloaded';
+  return r;
+}
+
+// ---------------------------------------------------------------- helpers
+
+/**
+ * Fault injection for the crash tests and campaigns: with EMBATCH_TEST_CRASH_AT naming this point, the process kills
+ * itself here with SIGKILL, as a power cut would, leaving state exactly as it is at this moment.
+ */
+function crashPoint(name: string): void {
+  if (process.env.EMBATCH_TEST_CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
+}
+
+async function withRetries<T>(what: string, fn: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const retryable = err instanceof OpenAI.APIConnectionError || (err instanceof OpenAI.APIError && (err.status === 429 || err.status === 408 || (err.status ?? 0) >= 500));
+      if (!retryable || i >= attempts) throw apiError(err, what);
+      const retryAfter = err instanceof OpenAI.APIError ? Number(err.headers?.get?.('retry-after')) : NaN;
+      const wait = Number.isFinite(retryAfter) ? retryAfter * 1000 : Math.min(500 * 2 ** (i - 1), 8000) * (0.75 + Math.random() / 2);
+      log.warn(`${what}: ${(err as Error).message}; trying again in ${(wait / 1000).toFixed(1)} s`);
+      await sleep(wait);
+    }
+  }
+}
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
