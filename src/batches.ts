@@ -120,18 +120,29 @@ async function submitOne(ctx: Ctx, file: RequestFile, job: JobRecord): Promise<v
   job.intentAt = Date.now();
   await store.putJob(job);
   let batch: OpenAI.Batches.Batch;
-  try {
-    batch = await api.client.batches.create(
-      { input_file_id: job.inputFileId, endpoint: '/v1/embeddings', completion_window: '24h', metadata: batchMetadata(store, file) },
-      // No SDK retries: a retried create can duplicate the batch. A failure is reconciled on the next run.
-      { maxRetries: 0 },
-    );
-  } catch (err) {
-    if (err instanceof OpenAI.APIError && err.status !== undefined && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
-      job.state = 'uploaded';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      batch = await api.client.batches.create(
+        { input_file_id: job.inputFileId, endpoint: '/v1/embeddings', completion_window: '24h', metadata: batchMetadata(store, file) },
+        // No SDK retries: a blindly retried create can duplicate the batch. Retries go through reconcile() below.
+        { maxRetries: 0 },
+      );
+      break;
+    } catch (err) {
+      if (!isRetryable(err) || attempt >= 5) {
+        if (!isRetryable(err)) {
+          job.state = 'uploaded';
+          await store.putJob(job);
+        }
+        throw apiError(err, `creating the batch for ${file.name}`);
+      }
+      await backoff(err, attempt, `creating the batch for ${file.name}`);
+      // The request may have reached the API before the error: look before creating again.
+      if (await reconcile(ctx, file, job)) return;
+      job.state = 'creating';
+      job.intentAt = Date.now();
       await store.putJob(job);
     }
-    throw apiError(err, `creating the batch for ${file.name}`);
   }
   crashPoint('after-create');
   adopt(job, batch);
@@ -568,17 +579,29 @@ function crashPoint(name: string): void {
   if (process.env.EMBATCH_TEST_CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
 }
 
+/** Connection errors, timeouts, 429 (but not insufficient_quota) and 5xx are worth another try. */
+function isRetryable(err: unknown): boolean {
+  if (err instanceof OpenAI.APIConnectionError) return true;
+  if (!(err instanceof OpenAI.APIError)) return false;
+  if (err.status === 429) return err.code !== 'insufficient_quota';
+  return err.status === 408 || (err.status ?? 0) >= 500;
+}
+
+/** Waits as the server asked (retry-after) or with exponential backoff and jitter. */
+async function backoff(err: unknown, attempt: number, what: string): Promise<void> {
+  const retryAfter = err instanceof OpenAI.APIError ? Number(err.headers?.get?.('retry-after')) : NaN;
+  const wait = Number.isFinite(retryAfter) ? retryAfter * 1000 : Math.min(500 * 2 ** (attempt - 1), 8000) * (0.75 + Math.random() / 2);
+  log.warn(`${what}: ${(err as Error).message}; trying again in ${(wait / 1000).toFixed(1)} s`);
+  await sleep(wait);
+}
+
 async function withRetries<T>(what: string, fn: () => Promise<T>, attempts = 5): Promise<T> {
   for (let i = 1; ; i++) {
     try {
       return await fn();
     } catch (err) {
-      const retryable = err instanceof OpenAI.APIConnectionError || (err instanceof OpenAI.APIError && (err.status === 429 || err.status === 408 || (err.status ?? 0) >= 500));
-      if (!retryable || i >= attempts) throw apiError(err, what);
-      const retryAfter = err instanceof OpenAI.APIError ? Number(err.headers?.get?.('retry-after')) : NaN;
-      const wait = Number.isFinite(retryAfter) ? retryAfter * 1000 : Math.min(500 * 2 ** (i - 1), 8000) * (0.75 + Math.random() / 2);
-      log.warn(`${what}: ${(err as Error).message}; trying again in ${(wait / 1000).toFixed(1)} s`);
-      await sleep(wait);
+      if (!isRetryable(err) || i >= attempts) throw apiError(err, what);
+      await backoff(err, i, what);
     }
   }
 }

@@ -222,3 +222,28 @@ test('run with automatic polling goes from CSV to downloaded results in one comm
   assert.equal((await cli(['reset', '--yes'])).code, 0);
   assert.deepEqual(readdirSync(work), []);
 });
+
+test('under 429s, 500s, connection resets and a stalled download the cycle still completes; 400 lines are reported as permanent', async (t) => {
+  const { work, json, sim } = await setup(t, {
+    engine: { lineBadRequestRate: 0.05, lineServerErrorRate: 0.05 },
+    faults: { rate429: 0.1, retryAfterSeconds: 0.2, rate500: 0.1, rateReset: 0.05, rateStall: 0.3, seed: 7 },
+  });
+  const env = { EMBATCH_DOWNLOAD_IDLE_TIMEOUT: '1', EMBATCH_MAX_RETRY_ATTEMPTS: '5' };
+  await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=30'], env);
+  for (let round = 0; round < 8; round++) {
+    await json(['submit'], env);
+    await until(() => json(['status'], env), (r) => r.totals.active === 0 && r.totals.queued === 0, 30_000);
+    await json(['download'], env);
+    const s = await json(['status'], env);
+    if (s.strings.failedRetryable === 0 && s.strings.queuedForRetry === 0) break;
+    await json(['retry'], env);
+  }
+  const final = await json(['status'], env);
+  const retry = await json(['retry'], env);
+  const embedded = new Set(embeddedIds(work));
+  // Every string ends as exactly one of embedded or failed-with-reason.
+  assert.equal(embedded.size + final.strings.failedPermanent + final.strings.failedExhausted, 93);
+  assert.ok(final.strings.failedPermanent > 0, 'some lines were rejected for good');
+  assert.ok(retry.permanentSamples.every((p: { code: string; message: string }) => p.code === 'invalid_value' && p.message.length > 0));
+  assert.ok((sim.stats.fault_429 ?? 0) + (sim.stats.fault_500 ?? 0) + (sim.stats.fault_reset ?? 0) > 0, JSON.stringify(sim.stats));
+});
