@@ -49,6 +49,27 @@ const simulatorSchema = z
   })
   .strict();
 
+/** Where results go: the Weaviate server, the collection, and how objects are sent. */
+const weaviateSchema = z
+  .object({
+    url: z.string().url().default('http://127.0.0.1:8080'),
+    grpc_port: z.number().int().min(1).max(65_535).default(50051),
+    api_key: z.string().min(1).nullable().default(null),
+    collection: z.string().regex(/^[A-Z][_0-9A-Za-z]*$/, 'must start with a capital letter (Weaviate class names do)').default('EntityString'),
+    batch_size: z.number().int().min(1).max(10_000).default(200),
+    max_batch_bytes: z.number().int().min(1024).max(100_000_000).default(16_000_000),
+    concurrency: z.number().int().min(1).max(64).default(4),
+    max_object_retries: z.number().int().min(0).default(2),
+    request_retries: z.number().int().min(0).default(6),
+    timeout_insert: z.number().positive().default(90),
+    timeout_query: z.number().positive().default(30),
+    timeout_init: z.number().positive().default(10),
+    ef: z.number().int().min(-1).default(-1),
+    ef_construction: z.number().int().min(4).default(128),
+    max_connections: z.number().int().min(4).default(32),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     // Keys of the seed system, same names and meanings.
@@ -82,6 +103,7 @@ export const configSchema = z
     queue_retry_delay: z.number().min(0).default(60),
     download_idle_timeout: z.number().positive().default(120),
     simulator: simulatorSchema.default(() => simulatorSchema.parse({})),
+    weaviate: weaviateSchema.default(() => weaviateSchema.parse({})),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -170,6 +192,11 @@ function envToLayer(env: NodeJS.ProcessEnv): Layer {
   const layer: Layer = {};
   if (env.OPENAI_API_KEY) layer.openai_api_key = env.OPENAI_API_KEY;
   if (env.OPENAI_BASE_URL) layer.openai_base_url = env.OPENAI_BASE_URL;
+  const weaviate: Layer = {};
+  if (env.WEAVIATE_URL) weaviate.url = env.WEAVIATE_URL;
+  if (env.WEAVIATE_GRPC_PORT) weaviate.grpc_port = coerceScalar(env.WEAVIATE_GRPC_PORT);
+  if (env.WEAVIATE_API_KEY) weaviate.api_key = env.WEAVIATE_API_KEY;
+  if (Object.keys(weaviate).length) layer.weaviate = weaviate;
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith('EMBATCH_') || raw === undefined || RESERVED_ENV.has(name) || name.startsWith('EMBATCH_TEST_')) continue;
     const keyPath = name.slice('EMBATCH_'.length).toLowerCase().split('__');

@@ -11,6 +11,7 @@
  *   k!<id>          SkipRecord     a string that will not be embedded, and why
  *   b!<seq>         JobRecord      the Batch API job of request file <seq>: upload, batch, status, downloads
  *   x!<id>          FailureRecord  a string whose request failed, why, and how often (deleted once it succeeds)
+ *   n!<id>:<field>  1              the (string, field) object was acknowledged by Weaviate
  *   m!<name>        meta values    workdir id, id and file counters, the field and source name tables
  *
  * Crash safety rests on one watermark, `committedId`: ids below it belong to request files that were completely
@@ -112,6 +113,8 @@ export interface JobRecord {
   outputLines?: number;
   errorLines?: number;
   usageTokens?: number;
+  /** Every object of the output file was acknowledged by the sink. */
+  indexed?: boolean;
 }
 
 export interface FailureRecord {
@@ -156,6 +159,7 @@ export class StateStore {
   readonly journal;
   readonly jobs;
   readonly failures;
+  readonly indexed;
   readonly #meta;
   #state!: Meta;
   /** Run id -> completed. Runs are few (one per prepare), so they are kept in memory. */
@@ -173,6 +177,7 @@ export class StateStore {
     this.journal = this.#db.sublevel<string, JournalRecord>('j', { valueEncoding: 'json' });
     this.jobs = this.#db.sublevel<string, JobRecord>('b', { valueEncoding: 'json' });
     this.failures = this.#db.sublevel<string, FailureRecord>('x', { valueEncoding: 'json' });
+    this.indexed = this.#db.sublevel<string, number>('n', { valueEncoding: 'json' });
     this.#meta = this.#db.sublevel<string, unknown>('m', { valueEncoding: 'json' });
   }
 
@@ -380,6 +385,16 @@ export class StateStore {
     for (const [id, rec] of failed) ops.push({ type: 'put', sublevel: this.failures, key: pad(id), value: rec });
     for (const id of succeeded) ops.push({ type: 'del', sublevel: this.failures, key: pad(id) });
     await this.#db.batch(ops as never);
+  }
+
+  /** Marks (string, field) objects as acknowledged by Weaviate. */
+  async markIndexed(pairs: Array<[number, string]>): Promise<void> {
+    await this.indexed.batch(pairs.map(([id, field]) => ({ type: 'put' as const, key: `${pad(id)}:${this.fieldId(field)}`, value: 1 })));
+  }
+
+  async areIndexed(pairs: Array<[number, string]>): Promise<boolean[]> {
+    const got = await this.indexed.getMany(pairs.map(([id, field]) => `${pad(id)}:${this.fieldId(field)}`));
+    return got.map((v) => v !== undefined);
   }
 
   async *skipped(): AsyncGenerator<[number, SkipRecord]> {

@@ -8,5 +8,6 @@ export function workPaths(workDir: string) {
     requests: path.join(workDir, 'requests'),
     results: path.join(workDir, 'results'),
     rejects: path.join(workDir, 'rejects.jsonl'),
+    indexRejects: path.join(workDir, 'index_rejects.jsonl'),
   };
 }

@@ -14,6 +14,7 @@ import { StateStore } from '../store.js';
 import { workPaths } from '../workdir.js';
 import { configFromArgs, modelFlags, modelOptions, num, usd, type CommonArgs } from './common.js';
 import { printPrepareSummary, stdinOrPath } from './prepare.js';
+import { indexDownloaded, printIndexSummary } from './results.js';
 
 interface ApiArgs extends CommonArgs {
   simulate: boolean;
@@ -143,6 +144,7 @@ interface RunArgs extends ApiArgs {
   'encoding-format'?: string;
   'embed-fields'?: string;
   wait?: boolean;
+  sink?: string;
 }
 
 export const runCommand: CommandModule<CommonArgs, RunArgs> = {
@@ -152,7 +154,8 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
     modelOptions(simulateOption(y))
       .positional('input', { type: 'string', describe: 'CSV file, or - for stdin; without it, continue with what is prepared' })
       .option('source', { type: 'string', describe: 'Name under which stdin counts are kept' })
-      .option('wait', { type: 'boolean', describe: 'Poll until done (batch_manual_polling: false); --no-wait stops after submitting' }) as never,
+      .option('wait', { type: 'boolean', describe: 'Poll until done (batch_manual_polling: false); --no-wait stops after submitting' })
+      .option('sink', { type: 'string', describe: 'Where results go as batches end: weaviate (default), jsonl, jsonl:<path>, or none' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args, { ...modelFlags(args), batch_manual_polling: args.wait === undefined ? undefined : !args.wait });
     const result = await runPipeline(config, args);
@@ -185,6 +188,10 @@ export async function runPipeline(config: Config, args: RunArgs): Promise<RunRes
       for (;;) {
         await refreshActive(ctx);
         await downloadEnded(ctx);
+        if (args.sink !== 'none') {
+          const indexed = await indexDownloaded(config, ctx.store, args.sink);
+          if (indexed && !args.json) printIndexSummary(indexed);
+        }
         const report = await statusReport(ctx, 0);
         if (!config.batch_manual_polling && report.strings.failedRetryable > 0 && report.totals.active === 0 && report.totals.ended === 0) {
           const retry = await createRetryFiles(ctx);

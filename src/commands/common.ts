@@ -25,6 +25,7 @@ export function configFromArgs(args: CommonArgs, flags: Record<string, unknown> 
   registerSecret(process.env.OPENAI_API_KEY);
   const { config } = loadConfig({ configPath: args.config, flags: overrides });
   registerSecret(config.openai_api_key);
+  registerSecret(config.weaviate.api_key);
   return config;
 }
 

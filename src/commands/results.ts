@@ -1,0 +1,179 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { UsageError } from '../errors.js';
+import { log, printJson } from '../log.js';
+import { openApi } from '../openai.js';
+import { prepare } from '../prepare.js';
+import { indexFiles, parseSink, type IndexInput, type IndexSummary } from '../results.js';
+import { StateStore } from '../store.js';
+import { connectWeaviate, ensureCollection } from '../weaviate.js';
+import { workPaths } from '../workdir.js';
+import { configFromArgs, num, type CommonArgs } from './common.js';
+import type { Config } from '../config.js';
+import { toVector } from '../../transforms/decode-results.js';
+
+interface SinkArgs extends CommonArgs {
+  sink?: string;
+}
+
+const sinkOption = { type: 'string' as const, describe: 'Where objects go: weaviate (default), jsonl (stdout) or jsonl:<path>' };
+
+/** Indexes every downloaded result file not indexed yet; marks each file when all of it is acknowledged. */
+export async function indexDownloaded(config: Config, store: StateStore, sink: string | undefined): Promise<IndexSummary | null> {
+  const inputs: Array<IndexInput & { seq: number }> = [];
+  const dir = workPaths(config.work_dir).results;
+  for await (const [file, job] of store.requestFilesWithJobs()) {
+    if (job.state === 'downloaded' && job.outputFile && !job.indexed) inputs.push({ path: path.join(dir, job.outputFile), seq: file.seq });
+  }
+  if (!inputs.length) return null;
+  return indexFiles(config, store, inputs, parseSink(sink), {
+    skipIndexed: true,
+    afterFile: async (input) => {
+      const seq = (input as IndexInput & { seq: number }).seq;
+      const job = await store.getJob(seq);
+      if (job) await store.putJob({ ...job, indexed: true });
+    },
+  });
+}
+
+export const indexCommand: CommandModule<CommonArgs, SinkArgs> = {
+  command: 'index',
+  describe: 'Index every downloaded result file not indexed yet into Weaviate (or another sink)',
+  builder: (y) => y.option('sink', sinkOption) as never,
+  handler: async (args) => {
+    const config = configFromArgs(args);
+    const store = await StateStore.open(config.work_dir);
+    try {
+      const s = await indexDownloaded(config, store, args.sink);
+      if (args.json) printJson({ command: 'index', ...(s ?? { files: 0 }) });
+      else if (!s) log.info('nothing to index: no downloaded result file is waiting (embatch status shows what is)');
+      else printIndexSummary(s);
+    } finally {
+      await store.close();
+    }
+  },
+};
+
+interface ReplayArgs extends SinkArgs {
+  files: string[];
+  'strings-from'?: string;
+}
+
+export const replayCommand: CommandModule<CommonArgs, ReplayArgs> = {
+  command: 'replay <files..>',
+  describe: 'Index stored result files again (paths, globs, or - for stdin); replaying twice leaves the collection unchanged',
+  builder: (y) =>
+    y
+      .positional('files', { type: 'string', array: true, describe: 'Result JSONL files, globs like results/batch_results_*.jsonl, or -' })
+      .option('sink', sinkOption)
+      .option('strings-from', { type: 'string', describe: 'Rebuild the custom_id map from this CSV (prepared into a temporary store) instead of the work directory' }) as never,
+  handler: async (args) => {
+    const config = configFromArgs(args);
+    const inputs = expandInputs((args.files ?? []).map(String));
+    let tempDir: string | undefined;
+    let storeDir = config.work_dir;
+    if (args['strings-from']) {
+      // Preparing the same CSV into a fresh store hands out the same ids in the same order as the original run did.
+      tempDir = mkdtempSync(path.join(tmpdir(), 'embatch-replay-'));
+      await prepare({ ...config, work_dir: tempDir }, { input: args['strings-from'], showProgress: false });
+      storeDir = tempDir;
+    }
+    const store = await StateStore.open(storeDir);
+    try {
+      const s = await indexFiles(config, store, inputs, parseSink(args.sink), { skipIndexed: false });
+      if (args.json) printJson({ command: 'replay', ...s });
+      else printIndexSummary(s);
+    } finally {
+      await store.close();
+      if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+    }
+  },
+};
+
+/** Paths as given; `*` and `?` in the last part are matched against that directory (shells usually do this first). */
+export function expandInputs(args: string[]): IndexInput[] {
+  const out: IndexInput[] = [];
+  for (const a of args) {
+    if (a === '-' || a === '') {
+      out.push({ path: '-' });
+      continue;
+    }
+    const base = path.basename(a);
+    if (!/[*?]/.test(base)) {
+      out.push({ path: path.resolve(a) });
+      continue;
+    }
+    const dir = path.dirname(path.resolve(a));
+    const re = new RegExp(`^${base.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+    const matches = readdirSync(dir).filter((n) => re.test(n)).sort();
+    if (!matches.length) throw new UsageError('USAGE', `no file matches ${a}`);
+    for (const m of matches) out.push({ path: path.join(dir, m) });
+  }
+  if (!out.length) throw new UsageError('USAGE', 'name at least one result file (or - for stdin)');
+  return out;
+}
+
+interface QueryArgs extends CommonArgs {
+  text: string;
+  field?: string;
+  k: number;
+  simulate: boolean;
+}
+
+export const queryCommand: CommandModule<CommonArgs, QueryArgs> = {
+  command: 'query <text>',
+  describe: 'Embed a text with the configured model and print the k nearest stored strings with their distance',
+  builder: (y) =>
+    y
+      .positional('text', { type: 'string', demandOption: true })
+      .option('field', { type: 'string', describe: 'Only strings of this field (field_type)' })
+      .option('k', { type: 'number', default: 10, describe: 'How many neighbours' })
+      .option('simulate', { type: 'boolean', default: false, describe: 'Embed with the built-in simulator' }) as never,
+  handler: async (args) => {
+    const config = configFromArgs(args);
+    const api = await openApi(config, { simulate: args.simulate });
+    let vector: number[];
+    try {
+      const res = await api.client.embeddings.create({ model: config.model, input: String(args.text), encoding_format: 'base64', ...(config.dimensions ? { dimensions: config.dimensions } : {}) });
+      // The SDK decodes base64 itself when it asked for it; accept either form.
+      const v = toVector(res.data[0]?.embedding);
+      if (typeof v === 'string') throw new UsageError('QUERY', `the embeddings endpoint returned no usable vector: ${v}`);
+      vector = Array.from(v);
+    } finally {
+      await api.close();
+    }
+    const client = await connectWeaviate(config);
+    try {
+      const collection = await ensureCollection(client, config, null);
+      const result = await collection.query.nearVector(vector, {
+        limit: args.k,
+        targetVector: 'default',
+        returnMetadata: ['distance'],
+        filters: args.field ? collection.filter.byProperty('field_type').equal(args.field) : undefined,
+      });
+      const hits = result.objects.map((o) => ({ distance: o.metadata?.distance ?? null, field: o.properties.field_type, frequency: o.properties.frequency, text: o.properties.original_string, uuid: o.uuid }));
+      if (args.json) printJson({ command: 'query', text: args.text, hits });
+      else for (const h of hits) log.info(`${(h.distance ?? NaN).toFixed(4)}  ${String(h.field).padEnd(10)} ${h.text.replace(/\n/g, ' | ').slice(0, 120)}`);
+    } finally {
+      await client.close();
+    }
+  },
+};
+
+export function printIndexSummary(s: IndexSummary): void {
+  const failed = Object.entries(s.failedLines).map(([code, n]) => `${code} ${num(n)}`).join(', ');
+  log.info(
+    [
+      `indexed ${s.files} file(s) into ${s.sink}`,
+      `  result lines       ${num(s.lines)}`,
+      `  objects            ${num(s.objects)} sent, ${num(s.acked)} acknowledged${s.rejected ? `, ${num(s.rejected)} rejected` : ''}${s.alreadyIndexed ? ` (${num(s.alreadyIndexed)} already indexed, skipped)` : ''}`,
+      failed ? `  failed lines       ${failed} (in ${s.rejectsFile})` : '',
+      s.requestRetries || s.objectRetries ? `  retries            ${num(s.requestRetries)} request(s), ${num(s.objectRetries)} object(s)` : '',
+      `  took               ${s.elapsedSeconds.toFixed(1)} s, peak memory ${s.peakRssMB.toFixed(0)} MB`,
+    ]
+      .filter(Boolean)
+      .join('\n'),
+  );
+}

@@ -1,0 +1,174 @@
+/**
+ * The results side: result JSONL (downloaded, stored, or piped in) to objects in Weaviate or a JSONL sink.
+ *
+ *   bytes -> parse-results -> batch-items -> decode-results -> build-objects (LevelDB) -> upsert-weaviate | write-objects-jsonl
+ */
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { WeaviateClient } from 'weaviate-client';
+import { batchItems, tapBatches } from '../transforms/batch-items.js';
+import { buildObjects, type EntityObject } from '../transforms/build-objects.js';
+import { decodeResults, type FailedLine } from '../transforms/decode-results.js';
+import { parseCustomId } from '../transforms/format-requests.js';
+import { parseResults } from '../transforms/parse-results.js';
+import { newUpsertCounters, upsertWeaviate, type UpsertCounters } from '../transforms/upsert-weaviate.js';
+import { writeObjectsJsonl } from '../transforms/write-objects-jsonl.js';
+import type { Config } from './config.js';
+import { UsageError } from './errors.js';
+import { log } from './log.js';
+import { expectedDimensions } from './models.js';
+import type { FailureRecord, StateStore } from './store.js';
+import { connectWeaviate, ensureCollection } from './weaviate.js';
+import { workPaths } from './workdir.js';
+
+/** Result lines per batch through the stages: about a Weaviate request's worth. */
+const LINES_PER_BATCH = 500;
+
+export type SinkSpec = { kind: 'weaviate' } | { kind: 'jsonl'; path: string | null };
+
+export function parseSink(spec: string | undefined): SinkSpec {
+  if (spec === undefined || spec === 'weaviate') return { kind: 'weaviate' };
+  if (spec === 'jsonl' || spec === 'jsonl:-') return { kind: 'jsonl', path: null };
+  if (spec.startsWith('jsonl:')) return { kind: 'jsonl', path: spec.slice('jsonl:'.length) };
+  throw new UsageError('USAGE', `--sink takes weaviate, jsonl (stdout) or jsonl:<path>, not "${spec}"`);
+}
+
+export interface IndexSummary {
+  files: number;
+  lines: number;
+  objects: number;
+  acked: number;
+  rejected: number;
+  alreadyIndexed: number;
+  failedLines: Record<string, number>;
+  requestRetries: number;
+  objectRetries: number;
+  rejectsFile: string | null;
+  sink: string;
+  elapsedSeconds: number;
+  peakRssMB: number;
+}
+
+/** An open sink: a factory for the last stage of each file's pipeline, and how to close it. */
+interface Sink {
+  stage(store: StateStore, counters: UpsertCounters): Writable;
+  close(): Promise<void>;
+  label: string;
+}
+
+async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
+  if (spec.kind === 'jsonl') {
+    const out: NodeJS.WritableStream = spec.path ? createWriteStream(spec.path, { flags: 'a', mode: 0o600 }) : process.stdout;
+    return {
+      label: spec.path ? `jsonl:${spec.path}` : 'jsonl:stdout',
+      stage: (_store, counters) =>
+        writeObjectsJsonl(out, async (objects) => {
+          counters.sent += objects.length;
+          counters.acked += objects.length;
+        }),
+      close: async () => {
+        if (spec.path) await new Promise<void>((resolve) => (out as WriteStream).end(() => resolve()));
+      },
+    };
+  }
+  const client: WeaviateClient = await connectWeaviate(config);
+  const collection = await ensureCollection(client, config, expectedDimensions(config.model, config.dimensions));
+  const w = config.weaviate;
+  return {
+    label: `weaviate:${w.url}/${w.collection}`,
+    stage: (store, counters) =>
+      upsertWeaviate({
+        collection,
+        batchSize: w.batch_size,
+        maxBatchBytes: w.max_batch_bytes,
+        concurrency: w.concurrency,
+        maxObjectRetries: w.max_object_retries,
+        requestRetries: w.request_retries,
+        counters,
+        // A (string, field) is marked indexed only once Weaviate has acknowledged it.
+        onAcked: (objects: EntityObject[]) => store.markIndexed(objects.map((o) => [o.stringId, o.field])),
+        onRejected: () => {},
+        log: (m) => log.warn(m),
+      }),
+    close: () => client.close(),
+  };
+}
+
+export interface IndexInput {
+  /** A path, or "-" for standard input. */
+  path: string;
+  stdin?: Readable;
+}
+
+/**
+ * Indexes result files one after another into one sink. With skipIndexed (the index command), objects Weaviate
+ * already acknowledged are not sent again, so a rerun after a failure goes on from where it stopped.
+ */
+export async function indexFiles(config: Config, store: StateStore, inputs: IndexInput[], spec: SinkSpec, opts: { skipIndexed: boolean; afterFile?: (input: IndexInput) => Promise<void> }): Promise<IndexSummary> {
+  const started = performance.now();
+  const paths = workPaths(config.work_dir);
+  const counters = newUpsertCounters();
+  const summary: IndexSummary = { files: 0, lines: 0, objects: 0, acked: 0, rejected: 0, alreadyIndexed: 0, failedLines: {}, requestRetries: 0, objectRetries: 0, rejectsFile: null, sink: '', elapsedSeconds: 0, peakRssMB: 0 };
+  let rejects: WriteStream | undefined;
+  const reject = (record: Record<string, unknown>) => {
+    rejects ??= createWriteStream(paths.indexRejects, { flags: 'a', mode: 0o600 });
+    summary.rejectsFile = paths.indexRejects;
+    rejects.write(JSON.stringify(record) + '\n');
+  };
+  let failures: FailedLine[] = [];
+  const flushFailures = async () => {
+    // Failed lines with a known string go where `embatch retry` looks for them.
+    const known = failures.map((f) => [f, f.customId ? parseCustomId(f.customId) : undefined] as const).filter(([, p]) => p !== undefined);
+    failures = [];
+    if (!known.length) return;
+    const previous = await store.getFailures(known.map(([, p]) => p!.id));
+    const records: Array<[number, FailureRecord]> = known.map(([f, p], i) => [p!.id, { customId: f.customId!, seq: previous[i]?.seq ?? 0, code: f.code, message: f.reason, retryable: f.retryable, attempts: (previous[i]?.attempts ?? 0) + 1 }]);
+    await store.failures.batch(records.map(([id, rec]) => ({ type: 'put' as const, key: String(id).padStart(12, '0'), value: rec })));
+  };
+
+  const sink = await openSink(spec, config);
+  summary.sink = sink.label;
+  try {
+    for (const input of inputs) {
+      const source = input.path === '-' ? input.stdin ?? process.stdin : createReadStream(input.path, { highWaterMark: 256 * 1024 });
+      const name = input.path === '-' ? '<stdin>' : input.path;
+      let lines = 0;
+      await pipeline(
+        source,
+        parseResults(name),
+        batchItems(LINES_PER_BATCH),
+        tapBatches((batch) => (lines += batch.length)),
+        decodeResults({ dimensions: expectedDimensions(config.model, config.dimensions) }),
+        buildObjects({
+          store,
+          skipIndexed: opts.skipIndexed,
+          onFailed: (f) => {
+            summary.failedLines[f.code] = (summary.failedLines[f.code] ?? 0) + 1;
+            reject({ ...f, at: new Date().toISOString() });
+            if (f.code !== 'corrupt_line' && f.code !== 'unknown_custom_id') failures.push(f);
+          },
+          onSkipped: (n) => (summary.alreadyIndexed += n),
+        }),
+        tapBatches<EntityObject>((objects) => (summary.objects += objects.length)),
+        sink.stage(store, counters),
+      );
+      await flushFailures();
+      summary.files++;
+      summary.lines += lines;
+      await opts.afterFile?.(input);
+    }
+  } finally {
+    await flushFailures().catch(() => {});
+    await sink.close();
+    const r = rejects as WriteStream | undefined;
+    if (r) await new Promise<void>((resolve) => r.end(() => resolve()));
+  }
+  summary.acked = counters.acked;
+  summary.rejected = counters.rejected;
+  summary.requestRetries = counters.requestRetries;
+  summary.objectRetries = counters.objectRetries;
+  summary.elapsedSeconds = (performance.now() - started) / 1000;
+  summary.peakRssMB = process.resourceUsage().maxRSS / 1024;
+  return summary;
+}

@@ -1,0 +1,72 @@
+/**
+ * Weaviate: connecting, and the `EntityString` collection (the seed's schema: original_string, hash_value, field_type,
+ * frequency, one self-provided vector named "default", cosine). An existing collection that does not match is an
+ * error before anything is written.
+ */
+import weaviate, { type Collection, type WeaviateClient } from 'weaviate-client';
+import type { Config } from './config.js';
+import { EmbatchError } from './errors.js';
+
+export const PROPERTIES = ['original_string', 'hash_value', 'field_type', 'frequency'] as const;
+
+export type EntityProperties = {
+  original_string: string;
+  hash_value: string;
+  field_type: string;
+  frequency: number;
+};
+
+export async function connectWeaviate(config: Config): Promise<WeaviateClient> {
+  const w = config.weaviate;
+  const url = new URL(w.url);
+  try {
+    return await weaviate.connectToCustom({
+      httpHost: url.hostname,
+      httpPort: Number(url.port || (url.protocol === 'https:' ? 443 : 80)),
+      httpSecure: url.protocol === 'https:',
+      grpcHost: url.hostname,
+      grpcPort: w.grpc_port,
+      grpcSecure: url.protocol === 'https:',
+      authCredentials: w.api_key ? new weaviate.ApiKey(w.api_key) : undefined,
+      timeout: { insert: w.timeout_insert, query: w.timeout_query, init: w.timeout_init },
+    });
+  } catch (err) {
+    throw new EmbatchError('WEAVIATE_UNREACHABLE', `cannot connect to Weaviate at ${w.url} (gRPC port ${w.grpc_port}): ${(err as Error).message}. Start it (npm run weaviate:start), set weaviate.url / WEAVIATE_URL, or use --sink jsonl`, { cause: err });
+  }
+}
+
+/** Creates the collection when missing; checks an existing one's properties and vector length. */
+export async function ensureCollection(client: WeaviateClient, config: Config, dimensions: number | null): Promise<Collection<EntityProperties>> {
+  const w = config.weaviate;
+  const name = w.collection;
+  if (!(await client.collections.exists(name))) {
+    await client.collections.create({
+      name,
+      description: 'Entity string values with their embeddings (embatch)',
+      properties: [
+        { name: 'original_string', dataType: weaviate.configure.dataType.TEXT },
+        { name: 'hash_value', dataType: weaviate.configure.dataType.TEXT, tokenization: 'field' },
+        { name: 'field_type', dataType: weaviate.configure.dataType.TEXT, tokenization: 'field' },
+        { name: 'frequency', dataType: weaviate.configure.dataType.INT },
+      ],
+      vectorizers: weaviate.configure.vectors.selfProvided({
+        name: 'default',
+        vectorIndexConfig: weaviate.configure.vectorIndex.hnsw({ distanceMetric: 'cosine', ef: w.ef, efConstruction: w.ef_construction, maxConnections: w.max_connections }),
+      }),
+    });
+    return client.collections.get<EntityProperties>(name);
+  }
+  const collection = client.collections.get<EntityProperties>(name);
+  const existing = await collection.config.get();
+  const props = new Map(existing.properties.map((p) => [p.name, p.dataType]));
+  const wrong = PROPERTIES.filter((p) => !props.has(p) || props.get(p) !== (p === 'frequency' ? 'int' : 'text'));
+  if (wrong.length)
+    throw new EmbatchError('WEAVIATE_SCHEMA', `collection ${name} exists but its properties do not match (${wrong.join(', ')} missing or of another type; expected original_string, hash_value, field_type: text, frequency: int). Use another weaviate.collection or delete it`);
+  if (dimensions !== null) {
+    const sample = await collection.query.fetchObjects({ limit: 1, includeVector: true });
+    const vector = sample.objects[0]?.vectors?.default as number[] | undefined;
+    if (vector && vector.length !== dimensions)
+      throw new EmbatchError('WEAVIATE_DIMENSIONS', `collection ${name} holds ${vector.length}-dimensional vectors, but these results have ${dimensions}; use another weaviate.collection (or the same model and dimensions as before)`);
+  }
+  return collection;
+}

@@ -1,0 +1,80 @@
+import { xxh3 } from '@node-rs/xxhash';
+import { Transform } from 'node:stream';
+import { generateUuid5 } from 'weaviate-client';
+import type { StateStore } from '../src/store.js';
+import type { EntityProperties } from '../src/weaviate.js';
+import { BATCH_STREAM } from './batch-items.js';
+import type { DecodedBatch, FailedLine } from './decode-results.js';
+
+/** One Weaviate object: a (string, field) pair with the string's vector. */
+export interface EntityObject {
+  uuid: string;
+  properties: EntityProperties;
+  vector: Float32Array;
+  /** The string's id in the work directory, and the field, for marking it indexed. */
+  stringId: number;
+  field: string;
+}
+
+/** xxh3-128 of the raw UTF-8 bytes, 32 lowercase hex digits: the seed system's hash_value. */
+export function hashValue(text: string): string {
+  return xxh3.xxh128(Buffer.from(text, 'utf8')).toString(16).padStart(32, '0');
+}
+
+/**
+ * The object id: uuid5(DNS, "<hash_value>_<field>"), exactly as the seed system computed it, so objects written by
+ * embatch replace the seed's own. It depends on the text and the field only: batch, real-time and replay agree, and
+ * strings that share a CRC32 get different ids.
+ */
+export function objectUuid(hash: string, field: string): string {
+  return generateUuid5(`${hash}_${field}`);
+}
+
+export interface BuildObjectsOptions {
+  store: StateStore;
+  /** Skip (string, field) pairs already acknowledged by Weaviate (index); replay sends everything again. */
+  skipIndexed: boolean;
+  onFailed: (failed: FailedLine) => void;
+  onSkipped?: (n: number) => void;
+}
+
+/**
+ * Maps each result back to its string (one batched store read per batch) and fans it out to one object per field the
+ * string occurs in, with its frequency there.
+ */
+export function buildObjects(options: BuildObjectsOptions): Transform {
+  const { store } = options;
+  return new Transform({
+    ...BATCH_STREAM,
+    transform(batch: DecodedBatch, _enc, callback) {
+      for (const f of batch.failed) options.onFailed(f);
+      const crcs = [...new Set(batch.ok.map((r) => r.crc))];
+      store
+        .getBuckets(crcs)
+        .then(async (found) => {
+          const buckets = new Map(crcs.map((c, i) => [c, found[i]]));
+          const objects: EntityObject[] = [];
+          for (const r of batch.ok) {
+            const entry = buckets.get(r.crc)?.find((e) => e.id === r.id);
+            if (!entry) {
+              options.onFailed({ file: r.file, line: r.line, customId: r.customId, code: 'unknown_custom_id', reason: 'no string with this custom_id in the work directory', retryable: false });
+              continue;
+            }
+            const hash = hashValue(entry.t);
+            for (const [field, frequency] of Object.entries(store.frequencies(entry))) {
+              objects.push({ uuid: objectUuid(hash, field), properties: { original_string: entry.t, hash_value: hash, field_type: field, frequency }, vector: r.vector, stringId: entry.id, field });
+            }
+          }
+          if (!options.skipIndexed || !objects.length) return objects;
+          const done = await store.areIndexed(objects.map((o) => [o.stringId, o.field]));
+          const rest = objects.filter((_, i) => !done[i]);
+          options.onSkipped?.(objects.length - rest.length);
+          return rest;
+        })
+        .then(
+          (objects) => callback(null, objects.length ? objects : undefined),
+          (err: unknown) => callback(err as Error),
+        );
+    },
+  });
+}
