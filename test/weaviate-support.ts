@@ -27,9 +27,13 @@ export type WeaviateForTests = { target: WeaviateTarget; skip: false } | { targe
 
 const required = () => process.env.EMBATCH_TEST_REQUIRE_WEAVIATE === '1';
 
-export async function weaviateForTests(opts: { apiKey?: string } = {}): Promise<WeaviateForTests> {
+/**
+ * `own: true` always starts a server for this file (for tests that stop and restart it, or need API-key auth), even
+ * when WEAVIATE_URL names a shared one.
+ */
+export async function weaviateForTests(opts: { apiKey?: string; own?: boolean } = {}): Promise<WeaviateForTests> {
   const external = process.env.WEAVIATE_URL;
-  if (external && !opts.apiKey) {
+  if (external && !opts.apiKey && !opts.own) {
     const url = new URL(external);
     if (!(await isReady(external))) return missing(`WEAVIATE_URL=${external} is not ready`);
     return {

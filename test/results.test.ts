@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import weaviate, { type WeaviateClient } from 'weaviate-client';
+import { hashValue, objectUuid } from '../transforms/build-objects.js';
+import { hashEmbedding } from '../src/simulator/embedding.js';
+import { fixture, runCli, tempDir } from './helpers.js';
+import { weaviateForTests } from './weaviate-support.js';
+
+const server = await weaviateForTests();
+after(() => server.target?.release());
+const skip = server.skip;
+
+let client: WeaviateClient | undefined;
+after(() => client?.close());
+async function weaviateClient(): Promise<WeaviateClient> {
+  const t = server.target!;
+  client ??= await weaviate.connectToLocal({ host: t.host, port: t.httpPort, grpcPort: t.grpcPort, authCredentials: t.apiKey ? new weaviate.ApiKey(t.apiKey) : undefined });
+  return client;
+}
+
+let n = 0;
+/** A work directory and a collection of its own for each test, and a CLI runner with the simulator's pace set fast. */
+function env(t: Parameters<typeof tempDir>[0], extra: Record<string, string> = {}) {
+  const work = tempDir(t);
+  const collection = `T${process.pid}x${++n}`;
+  const target = server.target!;
+  const vars: Record<string, string> = {
+    WEAVIATE_URL: target.url,
+    WEAVIATE_GRPC_PORT: String(target.grpcPort),
+    EMBATCH_WEAVIATE__COLLECTION: collection,
+    EMBATCH_DIMENSIONS: '64',
+    EMBATCH_BATCH_POLL_INTERVAL: '0.3',
+    EMBATCH_SIMULATOR__VALIDATING_SECONDS: '0.1',
+    EMBATCH_SIMULATOR__FINALIZING_SECONDS: '0.1',
+    ...(target.apiKey ? { WEAVIATE_API_KEY: target.apiKey } : {}),
+    ...extra,
+  };
+  const cli = (args: string[], more: Record<string, string> = {}) => runCli([...args, '--work-dir', work], { env: { ...vars, ...more } });
+  const json = async (args: string[], more: Record<string, string> = {}) => {
+    const r = await cli([...args, '--json'], more);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  return { work, collection, cli, json };
+}
+
+async function count(collection: string): Promise<number> {
+  return (await (await weaviateClient()).collections.get(collection).aggregate.overAll()).totalCount;
+}
+
+test('index after a simulated batch run: one object per (string, field), seed-compatible ids, vectors as embedded', { skip }, async (t) => {
+  const { work, collection, json } = env(t);
+  const run = await json(['run', fixture('catalog.csv'), '--simulate', '--wait']);
+  assert.equal(run.done, true);
+  const c = (await weaviateClient()).collections.get(collection);
+  // 93 distinct strings; the ones in two fields (a name as person and subject) are two objects.
+  const total = await count(collection);
+  assert.ok(total > 93 && total < 93 * 2, `objects: ${total}`);
+  const uuid = objectUuid(hashValue('Schubert, Franz, 1797-1828'), 'person');
+  const o = await c.query.fetchObjectById(uuid, { includeVector: true });
+  assert.ok(o, 'the object has the seed system\'s id');
+  assert.equal(o!.properties.original_string, 'Schubert, Franz, 1797-1828');
+  assert.equal(o!.properties.field_type, 'person');
+  assert.equal(o!.properties.hash_value, hashValue('Schubert, Franz, 1797-1828'));
+  assert.ok((o!.properties.frequency as number) >= 1);
+  const expected = hashEmbedding('Schubert, Franz, 1797-1828', 64);
+  (o!.vectors.default as number[]).forEach((x, i) => assert.ok(Math.abs(x - expected[i]!) < 1e-6));
+  const asSubject = await c.query.fetchObjectById(objectUuid(hashValue('Schubert, Franz, 1797-1828'), 'subjects'));
+  assert.equal(asSubject?.properties.field_type, 'subjects', 'the same string is indexed under each field it occurs in');
+
+  // Replaying the stored file twice leaves the collection unchanged.
+  for (let i = 0; i < 2; i++) {
+    const r = await json(['replay', path.join(work, 'results', 'batch_results_*.jsonl')]);
+    assert.equal(r.acked, total);
+    assert.equal(await count(collection), total);
+  }
+  // index again: everything is already acknowledged, nothing is sent.
+  const again = await json(['index']);
+  assert.equal(again.files, 0);
+
+  const q = await json(['query', 'Schubert, Franz', '--field', 'person', '-k', '3', '--simulate']);
+  assert.equal(q.hits[0].text, 'Schubert, Franz, 1797-1828');
+  assert.ok(q.hits[0].distance < q.hits[1].distance);
+});
+
+test('float and base64 results give the same objects; the JSONL sink writes what Weaviate gets', { skip }, async (t) => {
+  const vectors: Record<string, number[]> = {};
+  for (const format of ['float', 'base64']) {
+    const { work, json } = env(t, { EMBATCH_ENCODING_FORMAT: format });
+    await json(['run', fixture('collision.csv'), '--simulate', '--wait', '--embed-fields', 'person', '--sink', `jsonl:${path.join(work, 'objects.jsonl')}`]);
+    const lines = readFileSync(path.join(work, 'objects.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(lines.length, 2);
+    for (const l of lines) vectors[`${format}:${l.uuid}`] = l.vector;
+  }
+  const keys = Object.keys(vectors).filter((k) => k.startsWith('float:'));
+  assert.equal(keys.length, 2);
+  for (const k of keys) assert.deepEqual(vectors[k], vectors[k.replace('float:', 'base64:')]);
+});
+
+test('the CRC32 collision pair is two objects', { skip }, async (t) => {
+  const { collection, json } = env(t);
+  await json(['run', fixture('collision.csv'), '--simulate', '--wait', '--embed-fields', 'person']);
+  const c = (await weaviateClient()).collections.get(collection);
+  const all = await c.query.fetchObjects({ limit: 10 });
+  assert.deepEqual(all.objects.map((o) => o.properties.original_string).sort(), ['buckeroo', 'plumless']);
+  assert.notEqual(all.objects[0]!.uuid, all.objects[1]!.uuid);
+});
+
+test('a file of good, failed, corrupt and unknown lines: good ones indexed, every other one counted and recorded', { skip }, async (t) => {
+  const { work, collection, json } = env(t);
+  await json(['run', fixture('catalog.csv'), '--simulate', '--wait', '--sink', 'none']);
+  const good = readFileSync(path.join(work, 'results', 'batch_results_000001.jsonl'), 'utf8').trim().split('\n');
+  const first = JSON.parse(good[0]!);
+  const mixed = [
+    ...good.slice(0, 10),
+    '{"custom_id": "truncated',
+    'not json at all',
+    JSON.stringify({ ...first, custom_id: 'deadbeef_person_999999' }),
+    JSON.stringify({ id: 'x', custom_id: JSON.parse(good[11]!).custom_id, response: { status_code: 500, body: { error: { message: 'boom', type: 'server_error' } } }, error: null }),
+    JSON.stringify({ id: 'y', custom_id: JSON.parse(good[12]!).custom_id, response: null, error: { code: 'batch_expired', message: 'expired' } }),
+    JSON.stringify({ ...JSON.parse(good[13]!), response: { status_code: 200, body: { data: [{ embedding: [1, 2, 3] }] } } }),
+    JSON.stringify({ ...JSON.parse(good[14]!), response: { status_code: 200, body: { data: [{ embedding: [...Array(63).fill(0.1), null] }] } } }),
+  ];
+  const file = path.join(work, 'mixed.jsonl');
+  writeFileSync(file, mixed.join('\n') + '\n');
+  const r = await json(['replay', file]);
+  assert.equal(r.lines, 17);
+  assert.deepEqual(r.failedLines, { corrupt_line: 2, unknown_custom_id: 1, server_error: 1, batch_expired: 1, wrong_dimensions: 1, bad_embedding: 1 });
+  const rejects = readFileSync(r.rejectsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(rejects.map((x) => x.line).sort((a, b) => a - b), [11, 12, 13, 14, 15, 16, 17]);
+  assert.ok(r.acked >= 10 && (await count(collection)) === r.acked);
+  // The server error and the expired line are what retry picks up.
+  const status = await json(['status', '--offline']);
+  assert.equal(status.strings.failedRetryable, 2);
+});
+
+test('an existing collection with other dimensions is a clear error before anything is written', { skip }, async (t) => {
+  const { collection, json } = env(t);
+  await json(['run', fixture('collision.csv'), '--simulate', '--wait', '--embed-fields', 'person']);
+  const before = await count(collection);
+  const other = env(t, { EMBATCH_WEAVIATE__COLLECTION: collection, EMBATCH_DIMENSIONS: '32' });
+  const r = await other.cli(['run', fixture('nfd.csv'), '--simulate', '--wait', '--embed-fields', 'person']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /holds 64-dimensional vectors, but these results have 32/);
+  assert.equal(await count(collection), before);
+});

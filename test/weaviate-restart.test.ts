@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { createWriteStream } from 'node:fs';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import weaviate from 'weaviate-client';
+import { spawn } from 'node:child_process';
+import { writeCatalog } from '../bench/gen-catalog.js';
+import { start, stop } from '../scripts/weaviate.js';
+import { CLI, runCli, tempDir } from './helpers.js';
+import { weaviateForTests } from './weaviate-support.js';
+
+// This file stops and restarts its server, so it always starts one of its own.
+const server = await weaviateForTests({ own: true });
+after(() => server.target?.release());
+
+test('Weaviate stopped in the middle of an index run and restarted: nothing lost, nothing duplicated', { skip: server.skip }, async (t) => {
+  const target = server.target!;
+  const work = tempDir(t);
+  const csv = path.join(tempDir(t), 'c.csv');
+  const out = createWriteStream(csv);
+  await writeCatalog(out, 1500);
+  await new Promise<void>((r) => out.end(() => r()));
+  const env = {
+    WEAVIATE_URL: target.url,
+    WEAVIATE_GRPC_PORT: String(target.grpcPort),
+    EMBATCH_DIMENSIONS: '64',
+    EMBATCH_WEAVIATE__BATCH_SIZE: '100',
+    EMBATCH_WEAVIATE__CONCURRENCY: '1',
+    EMBATCH_WEAVIATE__REQUEST_RETRIES: '2',
+    EMBATCH_WEAVIATE__TIMEOUT_INSERT: '5',
+    EMBATCH_BATCH_POLL_INTERVAL: '0.3',
+  };
+  const prepared = await runCli(['run', csv, '--simulate', '--wait', '--sink', 'none', '--work-dir', work, '--json'], { env });
+  assert.equal(prepared.code, 0, prepared.stderr);
+
+  const child = spawn(process.execPath, [CLI, 'index', '--work-dir', work, '--json'], { env: { ...process.env, ...env } });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  await sleep(2500);
+  await stop(target.own!, () => {});
+  const code = await exited;
+  assert.equal(code, 1, `index fails while Weaviate is down: ${stderr}`);
+  assert.match(stderr, /Weaviate did not take a batch|cannot connect to Weaviate/);
+
+  await start(target.own!, { log: () => {} });
+  const rerun = await runCli(['index', '--work-dir', work, '--json'], { env });
+  assert.equal(rerun.code, 0, rerun.stderr);
+  const summary = JSON.parse(rerun.stdout);
+  assert.ok(summary.alreadyIndexed > 0, 'the rerun skipped what was acknowledged before the stop');
+
+  const c = await weaviate.connectToLocal({ host: target.host, port: target.httpPort, grpcPort: target.grpcPort });
+  try {
+    const total = (await c.collections.get('EntityString').aggregate.overAll()).totalCount;
+    assert.equal(total, summary.alreadyIndexed + summary.acked, 'every object once');
+    // What a clean replay of the same files sends: the count does not change.
+    const replay = await runCli(['replay', path.join(work, 'results', 'batch_results_*.jsonl'), '--work-dir', work, '--json'], { env });
+    assert.equal(replay.code, 0, replay.stderr);
+    assert.equal(JSON.parse(replay.stdout).acked, total);
+    assert.equal((await c.collections.get('EntityString').aggregate.overAll()).totalCount, total);
+  } finally {
+    await c.close();
+  }
+});
