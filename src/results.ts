@@ -4,6 +4,7 @@
  *   bytes -> parse-results -> batch-items -> decode-results -> build-objects (LevelDB) -> upsert-weaviate | write-objects-jsonl
  */
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { WeaviateClient } from 'weaviate-client';
@@ -19,7 +20,6 @@ import { UsageError } from './errors.js';
 import { log } from './log.js';
 import { expectedDimensions } from './models.js';
 import type { FailureRecord, StateStore } from './store.js';
-import { connectWeaviate, ensureCollection } from './weaviate.js';
 import { workPaths } from './workdir.js';
 
 /** Result lines per batch through the stages: about a Weaviate request's worth. */
@@ -63,7 +63,7 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
     return {
       label: spec.path ? `jsonl:${spec.path}` : 'jsonl:stdout',
       stage: (_store, counters) =>
-        writeObjectsJsonl(out, async (objects) => {
+        writeObjectsJsonl(out, config.encoding_format, async (objects) => {
           counters.sent += objects.length;
           counters.acked += objects.length;
         }),
@@ -72,6 +72,7 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
       },
     };
   }
+  const { connectWeaviate, ensureCollection } = await import('./weaviate.js');
   const client: WeaviateClient = await connectWeaviate(config);
   const collection = await ensureCollection(client, config, expectedDimensions(config.model, config.dimensions));
   const w = config.weaviate;
@@ -171,4 +172,22 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
   summary.elapsedSeconds = (performance.now() - started) / 1000;
   summary.peakRssMB = process.resourceUsage().maxRSS / 1024;
   return summary;
+}
+
+/** Indexes every downloaded result file not indexed yet; marks each file when all of it is acknowledged. */
+export async function indexDownloaded(config: Config, store: StateStore, sink: string | undefined): Promise<IndexSummary | null> {
+  const inputs: Array<IndexInput & { seq: number }> = [];
+  const dir = workPaths(config.work_dir).results;
+  for await (const [file, job] of store.requestFilesWithJobs()) {
+    if (job.state === 'downloaded' && job.outputFile && !job.indexed) inputs.push({ path: path.join(dir, job.outputFile), seq: file.seq });
+  }
+  if (!inputs.length) return null;
+  return indexFiles(config, store, inputs, parseSink(sink), {
+    skipIndexed: true,
+    afterFile: async (input) => {
+      const seq = (input as IndexInput & { seq: number }).seq;
+      const job = await store.getJob(seq);
+      if (job) await store.putJob({ ...job, indexed: true });
+    },
+  });
 }

@@ -1,6 +1,6 @@
 import { xxh3 } from '@node-rs/xxhash';
 import { Transform } from 'node:stream';
-import { generateUuid5 } from 'weaviate-client';
+import { createHash } from 'node:crypto';
 import type { StateStore } from '../src/store.js';
 import type { EntityProperties } from '../src/weaviate.js';
 import { BATCH_STREAM } from './batch-items.js';
@@ -27,7 +27,19 @@ export function hashValue(text: string): string {
  * strings that share a CRC32 get different ids.
  */
 export function objectUuid(hash: string, field: string): string {
-  return generateUuid5(`${hash}_${field}`);
+  return uuid5(`${hash}_${field}`);
+}
+
+/** The DNS namespace of RFC 4122, which Weaviate's generateUuid5 (and the Python client's) use. */
+const DNS_NAMESPACE = Buffer.from('6ba7b8109dad11d180b400c04fd430c8', 'hex');
+
+/** RFC 4122 version 5 (SHA-1) UUID of a name in the DNS namespace: weaviate-client's generateUuid5(name). */
+export function uuid5(name: string): string {
+  const b = createHash('sha1').update(DNS_NAMESPACE).update(name, 'utf8').digest();
+  b[6] = (b[6]! & 0x0f) | 0x50;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString('hex', 0, 16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
 export interface BuildObjectsOptions {

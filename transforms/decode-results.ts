@@ -1,3 +1,4 @@
+import { endianness } from 'node:os';
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
 import { parseCustomId } from './format-requests.js';
@@ -82,6 +83,8 @@ export function toVector(embedding: unknown): Float32Array | string {
   if (typeof embedding === 'string') {
     const bytes = Buffer.from(embedding, 'base64');
     if (bytes.length === 0 || bytes.length % 4 !== 0) return `base64 embedding of ${bytes.length} bytes is not a whole number of float32 values`;
+    // One copy into an aligned buffer on little-endian machines (the wire order); a per-value read elsewhere.
+    if (littleEndian) return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
     const v = new Float32Array(bytes.length / 4);
     for (let i = 0; i < v.length; i++) v[i] = bytes.readFloatLE(i * 4);
     return v;
@@ -92,3 +95,5 @@ export function toVector(embedding: unknown): Float32Array | string {
   }
   return 'no embedding';
 }
+
+const littleEndian = endianness() === 'LE';

@@ -3,18 +3,14 @@ import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Argv, CommandModule } from 'yargs';
-import { cancelBatches, createRetryFiles, downloadEnded, refreshActive, statusReport, submitQueued, type Ctx, type StatusReport } from '../batches.js';
+import type { Ctx, StatusReport } from '../batches.js';
 import type { Config } from '../config.js';
 import { UsageError } from '../errors.js';
 import { log, printJson } from '../log.js';
-import { openApi } from '../openai.js';
-import { prepare } from '../prepare.js';
-import { startSimulator } from '../simulator/server.js';
-import { StateStore } from '../store.js';
-import { workPaths } from '../workdir.js';
+import type { StateStore } from '../store.js';
 import { configFromArgs, modelFlags, modelOptions, num, usd, type CommonArgs } from './common.js';
 import { printPrepareSummary, stdinOrPath } from './prepare.js';
-import { indexDownloaded, printIndexSummary } from './results.js';
+import { printIndexSummary } from './results.js';
 
 interface ApiArgs extends CommonArgs {
   simulate: boolean;
@@ -23,8 +19,13 @@ interface ApiArgs extends CommonArgs {
 const simulateOption = <T>(y: Argv<T>) =>
   y.option('simulate', { type: 'boolean', default: false, describe: 'Use the built-in OpenAI simulator (no account, no network); its state is kept in <work_dir>/simulator' });
 
+/** The lifecycle's implementation, loaded when a command needs it (keeps start-up light for the others). */
+const lifecycle = () => import('../batches.js');
+
 /** Opens the store and the API for a command, and closes both whatever happens. */
 async function withCtx<T>(args: ApiArgs, config: Config, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
+  const { StateStore } = await import('../store.js');
+  const { openApi } = await import('../openai.js');
   const store = await StateStore.open(config.work_dir);
   try {
     const api = await openApi(config, { simulate: args.simulate });
@@ -44,6 +45,7 @@ export const submitCommand: CommandModule<CommonArgs, ApiArgs> = {
   builder: (y) => simulateOption(y) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
+    const { submitQueued } = await lifecycle();
     const s = await withCtx(args, config, (ctx) => submitQueued(ctx));
     if (args.json) printJson({ command: 'submit', ...s });
     else log.info(`submitted ${s.submitted} batch(es)${s.queued ? `; ${s.queued} file(s) wait: ${s.waitingReason}` : ''}\nnext: embatch status`);
@@ -56,6 +58,7 @@ export const statusCommand: CommandModule<CommonArgs, ApiArgs & { offline: boole
   builder: (y) => simulateOption(y).option('offline', { type: 'boolean', default: false, describe: 'Show the stored state without asking the API' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
+    const { refreshActive, statusReport } = await lifecycle();
     const report = args.offline
       ? await withStore(config, (store) => statusReport({ store, config, api: undefined as never }))
       : await withCtx(args, config, async (ctx) => {
@@ -73,6 +76,7 @@ export const downloadCommand: CommandModule<CommonArgs, ApiArgs> = {
   builder: (y) => simulateOption(y) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
+    const { refreshActive, downloadEnded } = await lifecycle();
     const s = await withCtx(args, config, async (ctx) => {
       await refreshActive(ctx);
       return downloadEnded(ctx);
@@ -87,6 +91,7 @@ export const retryCommand: CommandModule<CommonArgs, CommonArgs> = {
   describe: 'Write new request files from lines that failed for retryable reasons (rate limit, server error, expired, cancelled)',
   handler: async (args) => {
     const config = configFromArgs(args);
+    const { createRetryFiles } = await lifecycle();
     const s = await withStore(config, (store) => createRetryFiles({ store, config, api: undefined as never }));
     if (args.json) printJson({ command: 'retry', ...s });
     else {
@@ -106,6 +111,7 @@ export const cancelCommand: CommandModule<CommonArgs, ApiArgs & { batch?: string
   builder: (y) => simulateOption(y).positional('batch', { type: 'string', describe: 'Batch id (default: every active batch)' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
+    const { cancelBatches } = await lifecycle();
     const ids = await withCtx(args, config, (ctx) => cancelBatches(ctx, args.batch));
     if (args.json) printJson({ command: 'cancel', cancelled: ids });
     else log.info(ids.length ? `cancelling ${ids.join(', ')}; then: embatch download, embatch retry` : 'no active batch to cancel');
@@ -122,6 +128,7 @@ export const resetCommand: CommandModule<CommonArgs, CommonArgs & { yes: boolean
     if (!existsSync(dir)) return log.info(`nothing to reset: ${dir} does not exist`);
     if (!existsSync(path.join(dir, 'state', 'CURRENT')))
       throw new UsageError('RESET_NOT_WORKDIR', `${dir} does not look like an embatch work directory (no state/ in it); not deleting it`);
+    const { statusReport } = await lifecycle();
     const report = await withStore(config, (store) => statusReport({ store, config, api: undefined as never }));
     if (report.totals.active) log.warn(`${report.totals.active} batch(es) are still running at OpenAI and will be billed; run embatch cancel first to stop them`);
     if (!args.yes) {
@@ -172,7 +179,10 @@ export interface RunResult {
 }
 
 export async function runPipeline(config: Config, args: RunArgs): Promise<RunResult> {
+  const { refreshActive, downloadEnded, statusReport, createRetryFiles, submitQueued } = await lifecycle();
+  const { indexDownloaded } = await import('../results.js');
   if (args.input !== undefined) {
+    const { prepare } = await import('../prepare.js');
     const summary = await prepare(config, { input: stdinOrPath(args.input), sourceName: args.source, showProgress: !args.json && !args.quiet });
     if (!args.json) printPrepareSummary(summary);
   }
@@ -234,6 +244,7 @@ export const simulateCommand: CommandModule<CommonArgs, CommonArgs & { port: num
   handler: async (args) => {
     const config = configFromArgs(args);
     const s = config.simulator;
+    const { startSimulator } = await import('../simulator/server.js');
     const sim = await startSimulator(
       {
         dir: args.dir ?? path.join(config.work_dir, 'simulator'),
@@ -261,6 +272,7 @@ export const simulateCommand: CommandModule<CommonArgs, CommonArgs & { port: num
 };
 
 async function withStore<T>(config: Config, fn: (store: StateStore) => Promise<T>): Promise<T> {
+  const { StateStore } = await import('../store.js');
   const store = await StateStore.open(config.work_dir);
   try {
     return await fn(store);

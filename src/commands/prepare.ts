@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { log, printJson } from '../log.js';
-import { prepare, type PrepareSummary } from '../prepare.js';
+import type { PrepareSummary } from '../prepare.js';
 import { configFromArgs, modelFlags, modelOptions, num, usd, type CommonArgs } from './common.js';
 
 interface PrepareArgs extends CommonArgs {
@@ -25,6 +25,7 @@ export const prepareCommand: CommandModule<CommonArgs, PrepareArgs> = {
       .example('cat catalog.csv | $0 prepare - --source catalog', 'the same from a pipe') as never,
   handler: async (args) => {
     const config = configFromArgs(args, { ...modelFlags(args), 'input.on_malformed_row': args['on-malformed-row'] });
+    const { prepare } = await import('../prepare.js');
     const summary = await prepare(config, { input: stdinOrPath(args.input), sourceName: args.source, showProgress: !args.json && !args.quiet });
     if (args.json) printJson({ command: 'prepare', ...summary });
     else printPrepareSummary(summary);

@@ -4,15 +4,8 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
 import { log, printJson } from '../log.js';
-import { openApi } from '../openai.js';
-import { prepare } from '../prepare.js';
-import { indexFiles, parseSink, type IndexInput, type IndexSummary } from '../results.js';
-import { StateStore } from '../store.js';
-import { connectWeaviate, ensureCollection } from '../weaviate.js';
-import { workPaths } from '../workdir.js';
+import type { IndexInput, IndexSummary } from '../results.js';
 import { configFromArgs, num, type CommonArgs } from './common.js';
-import type { Config } from '../config.js';
-import { toVector } from '../../transforms/decode-results.js';
 
 interface SinkArgs extends CommonArgs {
   sink?: string;
@@ -20,30 +13,14 @@ interface SinkArgs extends CommonArgs {
 
 const sinkOption = { type: 'string' as const, describe: 'Where objects go: weaviate (default), jsonl (stdout) or jsonl:<path>' };
 
-/** Indexes every downloaded result file not indexed yet; marks each file when all of it is acknowledged. */
-export async function indexDownloaded(config: Config, store: StateStore, sink: string | undefined): Promise<IndexSummary | null> {
-  const inputs: Array<IndexInput & { seq: number }> = [];
-  const dir = workPaths(config.work_dir).results;
-  for await (const [file, job] of store.requestFilesWithJobs()) {
-    if (job.state === 'downloaded' && job.outputFile && !job.indexed) inputs.push({ path: path.join(dir, job.outputFile), seq: file.seq });
-  }
-  if (!inputs.length) return null;
-  return indexFiles(config, store, inputs, parseSink(sink), {
-    skipIndexed: true,
-    afterFile: async (input) => {
-      const seq = (input as IndexInput & { seq: number }).seq;
-      const job = await store.getJob(seq);
-      if (job) await store.putJob({ ...job, indexed: true });
-    },
-  });
-}
-
 export const indexCommand: CommandModule<CommonArgs, SinkArgs> = {
   command: 'index',
   describe: 'Index every downloaded result file not indexed yet into Weaviate (or another sink)',
   builder: (y) => y.option('sink', sinkOption) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
+    const { StateStore } = await import('../store.js');
+    const { indexDownloaded } = await import('../results.js');
     const store = await StateStore.open(config.work_dir);
     try {
       const s = await indexDownloaded(config, store, args.sink);
@@ -71,12 +48,15 @@ export const replayCommand: CommandModule<CommonArgs, ReplayArgs> = {
       .option('strings-from', { type: 'string', describe: 'Rebuild the custom_id map from this CSV (prepared into a temporary store) instead of the work directory' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
+    const { StateStore } = await import('../store.js');
+    const { indexFiles, parseSink } = await import('../results.js');
     const inputs = expandInputs((args.files ?? []).map(String));
     let tempDir: string | undefined;
     let storeDir = config.work_dir;
     if (args['strings-from']) {
       // Preparing the same CSV into a fresh store hands out the same ids in the same order as the original run did.
       tempDir = mkdtempSync(path.join(tmpdir(), 'embatch-replay-'));
+      const { prepare } = await import('../prepare.js');
       await prepare({ ...config, work_dir: tempDir }, { input: args['strings-from'], showProgress: false });
       storeDir = tempDir;
     }
@@ -133,6 +113,9 @@ export const queryCommand: CommandModule<CommonArgs, QueryArgs> = {
       .option('simulate', { type: 'boolean', default: false, describe: 'Embed with the built-in simulator' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
+    const { openApi } = await import('../openai.js');
+    const { toVector } = await import('../../transforms/decode-results.js');
+    const { connectWeaviate, ensureCollection } = await import('../weaviate.js');
     const api = await openApi(config, { simulate: args.simulate });
     let vector: number[];
     try {

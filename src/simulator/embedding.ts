@@ -30,8 +30,4 @@ export function hashEmbedding(text: string, dimensions: number): Float32Array {
 }
 
 /** Little-endian float32 bytes in base64, the embeddings endpoint's `encoding_format: "base64"`. */
-export function toBase64(vector: Float32Array): string {
-  const buf = Buffer.allocUnsafe(vector.length * 4);
-  for (let i = 0; i < vector.length; i++) buf.writeFloatLE(vector[i]!, i * 4);
-  return buf.toString('base64');
-}
+export { float32ToBase64 as toBase64 } from '../../transforms/write-objects-jsonl.js';
