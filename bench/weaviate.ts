@@ -17,8 +17,10 @@ import { benchWorkDir, CLI, makeResultFile, ROOT } from './make-results.js';
 const lines = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 20_000);
 const dir = path.join(ROOT, '.tmp', 'bench-weaviate');
 const py = path.join(ROOT, '.tmp', 'pyenv', 'bin', 'python');
-if (!existsSync(py)) {
-  execFileSync('python3', ['-m', 'venv', path.join(ROOT, '.tmp', 'pyenv')], { stdio: 'inherit' });
+if (!existsSync(py)) execFileSync('python3', ['-m', 'venv', path.join(ROOT, '.tmp', 'pyenv')], { stdio: 'inherit' });
+try {
+  execFileSync(py, ['-c', 'import weaviate, numpy'], { stdio: 'ignore' });
+} catch {
   execFileSync(path.join(ROOT, '.tmp', 'pyenv', 'bin', 'pip'), ['install', '-q', 'weaviate-client', 'numpy'], { stdio: 'inherit' });
 }
 

@@ -538,7 +538,7 @@ export async function statusReport(ctx: Ctx, limit = 1000): Promise<StatusReport
     const t = r.totals;
     t.files++;
     if (job.state === 'queued' || job.state === 'uploaded' || job.state === 'creating') t.queued++;
-    else if (job.state === 'active') t.active++;
+    else if (job.state === 'active' || job.state === 'realtime') t.active++;
     else if (job.state === 'ended') t.ended++;
     else t.downloaded++;
     t.requests += file.lines;

@@ -46,6 +46,24 @@ const simulatorSchema = z
     rate_truncate: z.number().min(0).max(1).default(0),
     truncate_first_downloads: z.number().int().min(0).default(0),
     api_key: z.string().nullable().default(null),
+    rpm: z.number().positive().nullable().default(null),
+    tpm: z.number().positive().nullable().default(null),
+    quota_tokens: z.number().int().min(0).nullable().default(null),
+    reject_inputs_containing: z.string().min(1).nullable().default(null),
+  })
+  .strict();
+
+/** Real-time mode (use_batch_embeddings: false): the account's limits and how requests are packed. */
+const realtimeSchema = z
+  .object({
+    rpm: z.number().positive().default(3000),
+    tpm: z.number().positive().default(1_000_000),
+    tpd: z.number().positive().nullable().default(null),
+    concurrency: z.number().int().min(1).max(256).default(8),
+    max_inputs_per_request: z.number().int().min(1).max(2048).default(2048),
+    max_tokens_per_request: z.number().int().min(1).max(300_000).default(300_000),
+    max_retries: z.number().int().min(0).default(6),
+    burst_seconds: z.number().min(1).max(60).default(6),
   })
   .strict();
 
@@ -104,6 +122,7 @@ export const configSchema = z
     download_idle_timeout: z.number().positive().default(120),
     simulator: simulatorSchema.default(() => simulatorSchema.parse({})),
     weaviate: weaviateSchema.default(() => weaviateSchema.parse({})),
+    realtime: realtimeSchema.default(() => realtimeSchema.parse({})),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Config } from './config.js';
 import { EmbatchError, UsageError } from './errors.js';
 import { registerSecret } from './log.js';
-import { startSimulator, type RunningSimulator } from './simulator/server.js';
+import { startSimulator, type RunningSimulator, type SimulatorOptions } from './simulator/server.js';
 
 export interface Api {
   client: OpenAI;
@@ -25,24 +25,9 @@ export async function openApi(config: Config, opts: { simulate: boolean }): Prom
   let baseURL = config.openai_base_url ?? undefined;
   let apiKey = config.openai_api_key ?? undefined;
   if (opts.simulate) {
-    const s = config.simulator;
-    simulator = await startSimulator({
-      dir: path.join(config.work_dir, 'simulator'),
-      apiKey: s.api_key ?? undefined,
-      engine: {
-        validatingSeconds: s.validating_seconds,
-        linesPerSecond: s.lines_per_second,
-        finalizingSeconds: s.finalizing_seconds,
-        completionWindowSeconds: s.completion_window_seconds,
-        enqueuedTokenLimit: s.enqueued_token_limit ?? Number.POSITIVE_INFINITY,
-        enqueuedRequestLimit: s.enqueued_request_limit,
-        lineServerErrorRate: s.line_server_error_rate,
-        lineBadRequestRate: s.line_bad_request_rate,
-      },
-      faults: { rate429: s.rate_429, rate500: s.rate_500, rateReset: s.rate_reset, rateStall: s.rate_stall, rateTruncate: s.rate_truncate, truncateFirstDownloads: s.truncate_first_downloads },
-    });
+    simulator = await startSimulator(simulatorOptions(config, path.join(config.work_dir, 'simulator')));
     baseURL = simulator.baseURL;
-    apiKey ??= s.api_key ?? SIMULATOR_KEY;
+    apiKey ??= config.simulator.api_key ?? SIMULATOR_KEY;
   }
   if (!apiKey) throw new UsageError('NO_API_KEY', 'no OpenAI API key: set OPENAI_API_KEY (or openai_api_key in the config), or add --simulate to use the built-in simulator');
   registerSecret(apiKey);
@@ -61,4 +46,25 @@ export function apiError(err: unknown, what: string): EmbatchError {
   if (err instanceof OpenAI.APIConnectionError) return new EmbatchError('API_UNREACHABLE', `${what}: cannot reach the API (${err.message}); rerun when it is reachable, nothing is lost`, { cause: err });
   if (err instanceof OpenAI.APIError) return new EmbatchError('API_ERROR', `${what}: the API answered ${err.status ?? 'with an error'}: ${err.message}`, { cause: err });
   return new EmbatchError('API_ERROR', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+/** The simulator's options from the `simulator:` config section (for --simulate and `embatch simulate`). */
+export function simulatorOptions(config: Config, dir: string): SimulatorOptions {
+  const s = config.simulator;
+  return {
+    dir,
+    apiKey: s.api_key ?? undefined,
+    engine: {
+      validatingSeconds: s.validating_seconds,
+      linesPerSecond: s.lines_per_second,
+      finalizingSeconds: s.finalizing_seconds,
+      completionWindowSeconds: s.completion_window_seconds,
+      enqueuedTokenLimit: s.enqueued_token_limit ?? Number.POSITIVE_INFINITY,
+      enqueuedRequestLimit: s.enqueued_request_limit,
+      lineServerErrorRate: s.line_server_error_rate,
+      lineBadRequestRate: s.line_bad_request_rate,
+    },
+    faults: { rate429: s.rate_429, rate500: s.rate_500, rateReset: s.rate_reset, rateStall: s.rate_stall, rateTruncate: s.rate_truncate, truncateFirstDownloads: s.truncate_first_downloads },
+    limits: { rpm: s.rpm, tpm: s.tpm, quotaTokens: s.quota_tokens, rejectInputsContaining: s.reject_inputs_containing },
+  };
 }

@@ -87,7 +87,8 @@ interface JournalRecord {
   crcs: string[];
 }
 
-export type JobState = 'queued' | 'uploaded' | 'creating' | 'active' | 'ended' | 'downloaded';
+/** A request file's way: queued -> uploaded -> creating -> active -> ended -> downloaded, or queued -> realtime -> downloaded. */
+export type JobState = 'queued' | 'uploaded' | 'creating' | 'active' | 'ended' | 'downloaded' | 'realtime';
 
 export interface JobRecord {
   seq: number;

@@ -152,6 +152,7 @@ interface RunArgs extends ApiArgs {
   'embed-fields'?: string;
   wait?: boolean;
   sink?: string;
+  realtime?: boolean;
 }
 
 export const runCommand: CommandModule<CommonArgs, RunArgs> = {
@@ -162,13 +163,19 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
       .positional('input', { type: 'string', describe: 'CSV file, or - for stdin; without it, continue with what is prepared' })
       .option('source', { type: 'string', describe: 'Name under which stdin counts are kept' })
       .option('wait', { type: 'boolean', describe: 'Poll until done (batch_manual_polling: false); --no-wait stops after submitting' })
-      .option('sink', { type: 'string', describe: 'Where results go as batches end: weaviate (default), jsonl, jsonl:<path>, or none' }) as never,
+      .option('sink', { type: 'string', describe: 'Where results go as batches end: weaviate (default), jsonl, jsonl:<path>, or none' })
+      .option('realtime', { type: 'boolean', describe: 'Use the real-time embeddings endpoint at the account rate limits (use_batch_embeddings: false)' }) as never,
   handler: async (args) => {
-    const config = configFromArgs(args, { ...modelFlags(args), batch_manual_polling: args.wait === undefined ? undefined : !args.wait });
+    const config = configFromArgs(args, {
+      ...modelFlags(args),
+      batch_manual_polling: args.wait === undefined ? undefined : !args.wait,
+      use_batch_embeddings: args.realtime === undefined ? undefined : !args.realtime,
+    });
     const result = await runPipeline(config, args);
     if (args.json) printJson({ command: 'run', ...result });
     else printStatus(result.status);
-    if (!result.done && !config.batch_manual_polling) process.exitCode = 1;
+    // Not done: polling gave up, or (real time) some strings failed; both need the user's attention.
+    if (!result.done && (!config.batch_manual_polling || result.realtime)) process.exitCode = 1;
   },
 };
 
@@ -176,6 +183,7 @@ export interface RunResult {
   done: boolean;
   interrupted: boolean;
   status: StatusReport;
+  realtime?: import('../realtime.js').RealtimeSummary;
 }
 
 export async function runPipeline(config: Config, args: RunArgs): Promise<RunResult> {
@@ -185,6 +193,20 @@ export async function runPipeline(config: Config, args: RunArgs): Promise<RunRes
     const { prepare } = await import('../prepare.js');
     const summary = await prepare(config, { input: stdinOrPath(args.input), sourceName: args.source, showProgress: !args.json && !args.quiet });
     if (!args.json) printPrepareSummary(summary);
+  }
+  if (!config.use_batch_embeddings) {
+    const { runRealtime } = await import('../realtime.js');
+    return withCtx(args, config, async (ctx) => {
+      const realtime = await runRealtime(ctx, { showProgress: !args.json && !args.quiet });
+      if (args.sink !== 'none') {
+        const indexed = await indexDownloaded(config, ctx.store, args.sink);
+        if (indexed && !args.json) printIndexSummary(indexed);
+      }
+      const status = await statusReport(ctx);
+      if (!args.json)
+        log.info(`real time: ${num(realtime.embedded)} embedded (${num(realtime.alreadyEmbedded)} already), ${num(realtime.failed)} failed, ${num(realtime.requests)} requests, ${num(Math.round(realtime.tokensPerMinute))} tokens/min, ${realtime.rateLimited} rate-limited answers, ${usd(realtime.costUsd)}`);
+      return { done: realtime.failed === 0, interrupted: false, status, realtime };
+    });
   }
   const stop = new AbortController();
   const onSignal = () => {
@@ -243,24 +265,10 @@ export const simulateCommand: CommandModule<CommonArgs, CommonArgs & { port: num
       .option('dir', { type: 'string', describe: 'Where it keeps files and batches (default <work_dir>/simulator)' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const s = config.simulator;
     const { startSimulator } = await import('../simulator/server.js');
+    const { simulatorOptions } = await import('../openai.js');
     const sim = await startSimulator(
-      {
-        dir: args.dir ?? path.join(config.work_dir, 'simulator'),
-        apiKey: s.api_key ?? undefined,
-        engine: {
-          validatingSeconds: s.validating_seconds,
-          linesPerSecond: s.lines_per_second,
-          finalizingSeconds: s.finalizing_seconds,
-          completionWindowSeconds: s.completion_window_seconds,
-          enqueuedTokenLimit: s.enqueued_token_limit ?? Number.POSITIVE_INFINITY,
-          enqueuedRequestLimit: s.enqueued_request_limit,
-          lineServerErrorRate: s.line_server_error_rate,
-          lineBadRequestRate: s.line_bad_request_rate,
-        },
-        faults: { rate429: s.rate_429, rate500: s.rate_500, rateReset: s.rate_reset, rateStall: s.rate_stall, rateTruncate: s.rate_truncate, truncateFirstDownloads: s.truncate_first_downloads },
-      },
+      simulatorOptions(config, args.dir ?? path.join(config.work_dir, 'simulator')),
       args.port,
       args.host,
     );

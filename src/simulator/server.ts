@@ -31,8 +31,19 @@ export interface FaultOptions {
 
 export const NO_FAULTS: FaultOptions = { rate429: 0, retryAfterSeconds: 1, rate500: 0, rateReset: 0, rateStall: 0, rateTruncate: 0, truncateFirstDownloads: 0, seed: 42 };
 
+/** The account's real-time limits on /v1/embeddings, enforced as OpenAI does: 429 with x-ratelimit-* headers. */
+export interface RateLimitOptions {
+  rpm: number | null;
+  tpm: number | null;
+  /** After this many tokens in total, every embeddings request fails with insufficient_quota. */
+  quotaTokens: number | null;
+  /** A request with an input containing this text fails with 400 (a stand-in for an input the model rejects). */
+  rejectInputsContaining: string | null;
+}
+
 export interface SimulatorOptions {
   dir: string;
+  limits?: Partial<RateLimitOptions>;
   /** When set, every request must carry this bearer key. */
   apiKey?: string | undefined;
   engine?: Partial<EngineOptions>;
@@ -63,6 +74,10 @@ class HttpError extends Error {
 
 export async function startSimulator(options: SimulatorOptions, port = 0, host = '127.0.0.1'): Promise<RunningSimulator> {
   const engine = new SimulatorEngine(options.dir, { ...DEFAULT_ENGINE, ...options.engine });
+  const limits: RateLimitOptions = { rpm: null, tpm: null, quotaTokens: null, rejectInputsContaining: null, ...options.limits };
+  const requestBucket = limits.rpm ? new Bucket(limits.rpm) : undefined;
+  const tokenBucket = limits.tpm ? new Bucket(limits.tpm) : undefined;
+  let tokensUsed = 0;
   const faults: FaultOptions = { ...NO_FAULTS, ...options.faults };
   const stats: Record<string, number> = {};
   const bump = (k: string) => (stats[k] = (stats[k] ?? 0) + 1);
@@ -203,6 +218,47 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
   function embeddings(body: Record<string, unknown>, res: ServerResponse): void {
     const checked = validateEmbeddingBody(body);
     if (checked.error) throw new HttpError(400, checked.error.message, 'invalid_request_error', checked.error.code, checked.error.param);
+    const tokens = checked.tokens.reduce((a, b) => a + b, 0);
+    const marker = limits.rejectInputsContaining;
+    const bad = marker === null ? -1 : checked.inputs.findIndex((t) => t.includes(marker));
+    if (bad !== -1) {
+      bump('bad_input');
+      throw new HttpError(400, `Invalid 'input[${bad}]': rejected by the model.`, 'invalid_request_error', 'invalid_value', 'input');
+    }
+    if (limits.quotaTokens !== null && tokensUsed + tokens > limits.quotaTokens) {
+      bump('insufficient_quota');
+      throw new HttpError(429, 'You exceeded your current quota, please check your plan and billing details.', 'insufficient_quota', 'insufficient_quota');
+    }
+    // Both limits are checked before either is charged, as a request either runs or is refused whole.
+    const waitRequests = requestBucket?.waitFor(1) ?? 0;
+    const waitTokens = tokenBucket?.waitFor(tokens) ?? 0;
+    const headers = () => {
+      if (requestBucket) {
+        res.setHeader('x-ratelimit-limit-requests', String(limits.rpm));
+        res.setHeader('x-ratelimit-remaining-requests', String(Math.floor(requestBucket.level())));
+        res.setHeader('x-ratelimit-reset-requests', `${Math.ceil(requestBucket.msUntil(limits.rpm!))}ms`);
+      }
+      if (tokenBucket) {
+        res.setHeader('x-ratelimit-limit-tokens', String(limits.tpm));
+        res.setHeader('x-ratelimit-remaining-tokens', String(Math.floor(tokenBucket.level())));
+        res.setHeader('x-ratelimit-reset-tokens', `${Math.ceil(tokenBucket.msUntil(limits.tpm!))}ms`);
+      }
+    };
+    if (waitRequests > 0 || waitTokens > 0) {
+      bump('rate_limited');
+      headers();
+      const wait = Math.max(waitRequests, waitTokens);
+      res.setHeader('retry-after-ms', String(Math.ceil(wait)));
+      res.setHeader('retry-after', String(Math.max(1, Math.ceil(wait / 1000))));
+      throw new HttpError(429, `Rate limit reached for ${String(body.model)} in organization org-simulator on ${waitTokens > 0 ? `tokens per min (TPM): Limit ${limits.tpm}` : `requests per min (RPM): Limit ${limits.rpm}`}. Please try again in ${Math.ceil(wait)}ms.`, 'tokens', 'rate_limit_exceeded');
+    }
+    requestBucket?.take(1);
+    tokenBucket?.take(tokens);
+    tokensUsed += tokens;
+    bump('embeddings_ok');
+    stats.embedding_tokens = (stats.embedding_tokens ?? 0) + tokens;
+    stats.embedding_inputs = (stats.embedding_inputs ?? 0) + checked.inputs.length;
+    headers();
     send(res, 200, embeddingResponse(body as unknown as Parameters<typeof embeddingResponse>[0]));
   }
 
@@ -225,6 +281,33 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
         server.close(() => resolve());
       }),
   };
+}
+
+/** A token bucket that refills continuously to `perMinute` over a minute, as OpenAI's limits do. */
+class Bucket {
+  #level: number;
+  #at = performance.now();
+  constructor(readonly perMinute: number) {
+    this.#level = perMinute;
+  }
+  level(): number {
+    const now = performance.now();
+    this.#level = Math.min(this.perMinute, this.#level + ((now - this.#at) * this.perMinute) / 60_000);
+    this.#at = now;
+    return this.#level;
+  }
+  /** Milliseconds until `n` fit (0 if they fit now). */
+  waitFor(n: number): number {
+    const missing = n - this.level();
+    return missing <= 0 ? 0 : (missing * 60_000) / this.perMinute;
+  }
+  msUntil(n: number): number {
+    return this.waitFor(Math.min(n, this.perMinute));
+  }
+  take(n: number): void {
+    this.level();
+    this.#level -= n;
+  }
 }
 
 function send(res: ServerResponse, status: number, value: unknown): void {

@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseDuration, RateLimiter } from '../src/rate-limiter.js';
+import { startSimulator, type SimulatorOptions } from '../src/simulator/server.js';
+import { CLI, fixture, runCli, tempDir } from './helpers.js';
+
+const KEY = 'sk-embatch-realtime-test-1234';
+
+async function setup(t: Parameters<typeof tempDir>[0], options: Omit<SimulatorOptions, 'dir'> = {}) {
+  const work = tempDir(t);
+  const sim = await startSimulator({ dir: path.join(tempDir(t), 'sim'), apiKey: KEY, ...options });
+  t.after(() => sim.close());
+  const env = { OPENAI_BASE_URL: sim.baseURL, OPENAI_API_KEY: KEY, EMBATCH_REALTIME__BURST_SECONDS: '1' };
+  const cli = (args: string[], more: Record<string, string> = {}) => runCli([...args, '--work-dir', work], { env: { ...env, ...more } });
+  return { work, sim, cli, env };
+}
+
+const objects = (file: string) =>
+  readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { uuid: string; vector: string; properties: { field_type: string } })
+    .sort((a, b) => (a.uuid < b.uuid ? -1 : 1));
+
+test('real-time at the configured limits embeds every string into the same objects as a batch run', async (t) => {
+  const { work, cli, sim } = await setup(t, { limits: { rpm: 120, tpm: 20_000 } });
+  const out = path.join(work, 'rt.jsonl');
+  const started = Date.now();
+  const r = await cli(['run', fixture('catalog.csv'), '--realtime', '--json', '--sink', `jsonl:${out}`, '--set', 'realtime.rpm=120', '--set', 'realtime.tpm=20000', '--set', 'realtime.max_inputs_per_request=8']);
+  assert.equal(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.equal(summary.realtime.embedded, 93);
+  assert.equal(summary.realtime.failed, 0);
+  assert.ok(summary.realtime.requests >= 12, 'many inputs per request, within the configured cap');
+  assert.equal(sim.stats.rate_limited ?? 0, 0, 'the client kept within the limits: no 429');
+  // 12 requests at 120 RPM with a 1 s burst: at least ~4 s.
+  assert.ok(Date.now() - started > 3000);
+
+  const batch = await setup(t);
+  const bout = path.join(batch.work, 'batch.jsonl');
+  const b = await batch.cli(['run', fixture('catalog.csv'), '--simulate', '--wait', '--json', '--sink', `jsonl:${bout}`, '--set', 'batch_poll_interval=0.3']);
+  assert.equal(b.code, 0, b.stderr);
+  assert.deepEqual(objects(out), objects(bout), 'same ids, properties and vectors in both modes');
+  // And the real-time output replays like a batch result file.
+  const replay = await cli(['replay', path.join(work, 'results', 'batch_results_rt_*.jsonl'), '--sink', `jsonl:${path.join(work, 'replayed.jsonl')}`, '--json']);
+  assert.equal(replay.code, 0, replay.stderr);
+  assert.deepEqual(objects(path.join(work, 'replayed.jsonl')), objects(out));
+});
+
+test('a burst of 429s and a storm of 500s are absorbed', async (t) => {
+  const { work, cli, sim } = await setup(t, { faults: { rate429: 0.3, retryAfterSeconds: 0.1, rate500: 0.3, rateReset: 0.05, seed: 3 } });
+  const r = await cli(['run', fixture('catalog.csv'), '--realtime', '--json', '--sink', 'none', '--set', 'realtime.max_inputs_per_request=5', '--set', 'realtime.max_retries=10']);
+  assert.equal(r.code, 0, r.stderr);
+  const s = JSON.parse(r.stdout).realtime;
+  assert.equal(s.embedded, 93);
+  assert.ok(s.rateLimited > 0 && s.retries > 0, JSON.stringify(s));
+  assert.ok((sim.stats.fault_429 ?? 0) > 0 && (sim.stats.fault_500 ?? 0) > 0);
+  assert.ok(readFileSync(path.join(work, 'results', 'batch_results_rt_000001.jsonl'), 'utf8').trim().split('\n').length === 93);
+});
+
+test('insufficient_quota stops the run at once with exit 1 and a clear message', async (t) => {
+  const { cli, sim } = await setup(t, { limits: { quotaTokens: 300 } });
+  const r = await cli(['run', fixture('catalog.csv'), '--realtime', '--sink', 'none', '--set', 'realtime.max_inputs_per_request=5']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /no quota left \(insufficient_quota\)/);
+  assert.ok((sim.stats.insufficient_quota ?? 0) <= 8, 'it did not keep retrying');
+});
+
+test('one bad input fails only itself: the request is split and the other inputs are embedded', async (t) => {
+  const { work, cli, sim } = await setup(t, { limits: { rejectInputsContaining: 'REJECT-ME' } });
+  const csv = path.join(work, 'bad.csv');
+  writeFileSync(csv, readFileSync(fixture('catalog.csv'), 'utf8').replace('Winterreise', 'Winterreise REJECT-ME'));
+  const r = await cli(['run', csv, '--realtime', '--json', '--sink', 'none']);
+  assert.equal(r.code, 1, 'not everything was embedded');
+  const s = JSON.parse(r.stdout);
+  assert.ok(s.realtime.failed >= 1 && s.realtime.failed <= 3, `only the strings holding the marker failed: ${s.realtime.failed}`);
+  assert.equal(s.realtime.embedded + s.realtime.failed, s.realtime.strings);
+  assert.ok(s.realtime.splits > 0);
+  assert.equal(s.status.strings.failedPermanent, s.realtime.failed);
+  assert.ok((sim.stats.bad_input ?? 0) > 0);
+});
+
+test('killed mid-run and rerun, only strings without a stored vector are requested again', async (t) => {
+  const { work, sim, env } = await setup(t, { limits: { rpm: 300 } });
+  const args = ['run', fixture('catalog.csv'), '--realtime', '--sink', 'none', '--work-dir', work, '--set', 'realtime.rpm=300', '--set', 'realtime.max_inputs_per_request=2', '--set', 'realtime.concurrency=2'];
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: 'ignore' });
+  await sleep(4000);
+  child.kill('SIGKILL');
+  await new Promise((r) => child.on('close', r));
+  const before = sim.stats.embedding_inputs ?? 0;
+  assert.ok(before > 0 && before < 93, `killed mid-way (${before} inputs sent)`);
+  const rerun = await runCli([...args, '--json'], { env });
+  assert.equal(rerun.code, 0, rerun.stderr);
+  const s = JSON.parse(rerun.stdout).realtime;
+  assert.equal(s.embedded + s.alreadyEmbedded, 93);
+  assert.ok(s.alreadyEmbedded > 0);
+  // At most the requests in flight at the kill (2 x 2 inputs) are asked for twice.
+  assert.ok((sim.stats.embedding_inputs ?? 0) <= 93 + 4, `inputs sent in all: ${sim.stats.embedding_inputs}`);
+  const lines = readFileSync(path.join(work, 'results', 'batch_results_rt_000001.jsonl'), 'utf8').trim().split('\n');
+  assert.equal(new Set(lines.map((l) => JSON.parse(l).custom_id)).size, 93);
+  assert.equal(lines.length, 93, 'no string stored twice');
+});
+
+test('the rate limiter reserves before sending and never exceeds its budget; durations parse', async () => {
+  const limiter = new RateLimiter({ rpm: 600, tpm: 60_000, tpd: null, burstSeconds: 1 });
+  const started = performance.now();
+  let tokens = 0;
+  // 10 requests of 500 tokens: the 1 s burst allows 1,000 tokens, then 1,000 tokens per second.
+  await Promise.all(Array.from({ length: 10 }, async () => {
+    await limiter.reserve(500);
+    tokens += 500;
+  }));
+  const seconds = (performance.now() - started) / 1000;
+  assert.equal(tokens, 5000);
+  assert.ok(seconds >= 3.5 && seconds < 6, `took ${seconds.toFixed(2)} s`);
+  assert.equal(parseDuration('12ms'), 12);
+  assert.equal(parseDuration('1.5s'), 1500);
+  assert.equal(parseDuration('2m3s'), 123_000);
+  assert.equal(parseDuration('7'), 7000);
+  assert.equal(parseDuration(null), undefined);
+});
