@@ -168,9 +168,9 @@ export class StateStore {
   /** Source -> its latest completed run: the run whose counts are current for that source. */
   readonly #latestDone = new Map<string, number>();
 
-  private constructor(workDir: string) {
+  private constructor(workDir: string, cacheMB: number) {
     this.dir = workDir;
-    this.#db = new Level<string, unknown>(path.join(workDir, 'state'), { valueEncoding: 'json', cacheSize: 64 * 1024 * 1024 });
+    this.#db = new Level<string, unknown>(path.join(workDir, 'state'), { valueEncoding: 'json', cacheSize: cacheMB * 1024 * 1024 });
     this.strings = this.#db.sublevel<string, StringEntry[]>('s', { valueEncoding: 'json' });
     this.files = this.#db.sublevel<string, RequestFile>('f', { valueEncoding: 'json' });
     this.runs = this.#db.sublevel<string, RunRecord>('r', { valueEncoding: 'json' });
@@ -182,9 +182,13 @@ export class StateStore {
     this.#meta = this.#db.sublevel<string, unknown>('m', { valueEncoding: 'json' });
   }
 
-  static async open(workDir: string): Promise<StateStore> {
+  /**
+   * `cacheMB`: LevelDB's block cache. 64 MB made ingest's batched lookups 30-45% faster (streams-perf.md §4.2); the
+   * results side reads far less and keeps memory flatter with a small one.
+   */
+  static async open(workDir: string, options: { cacheMB?: number } = {}): Promise<StateStore> {
     mkdirSync(workDir, { recursive: true, mode: 0o700 });
-    const store = new StateStore(workDir);
+    const store = new StateStore(workDir, options.cacheMB ?? 64);
     try {
       await store.#db.open();
     } catch (err) {

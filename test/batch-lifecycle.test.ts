@@ -205,7 +205,7 @@ test('the API key never reaches logs, state, request or result files', async (t)
 
 test('run with automatic polling goes from CSV to downloaded results in one command; cancel and reset', async (t) => {
   const { work, json, cli } = await setup(t);
-  const r = await json(['run', fixture('catalog.csv'), '--wait', '--set', 'batch_poll_interval=0.3']);
+  const r = await json(['run', fixture('catalog.csv'), '--wait', '--sink', 'none', '--set', 'batch_poll_interval=0.3']);
   assert.equal(r.done, true);
   assert.equal(r.status.totals.downloaded, 1);
   assert.equal(embeddedIds(work).length, 93);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import weaviate, { type WeaviateClient } from 'weaviate-client';
 import { hashValue, objectUuid } from '../transforms/build-objects.js';
+import { toVector } from '../transforms/decode-results.js';
 import { hashEmbedding } from '../src/simulator/embedding.js';
 import { fixture, runCli, tempDir } from './helpers.js';
 import { weaviateForTests } from './weaviate-support.js';
@@ -86,13 +87,17 @@ test('index after a simulated batch run: one object per (string, field), seed-co
 });
 
 test('float and base64 results give the same objects; the JSONL sink writes what Weaviate gets', { skip }, async (t) => {
-  const vectors: Record<string, number[]> = {};
+  const vectors: Record<string, Float32Array> = {};
   for (const format of ['float', 'base64']) {
     const { work, json } = env(t, { EMBATCH_ENCODING_FORMAT: format });
     await json(['run', fixture('collision.csv'), '--simulate', '--wait', '--embed-fields', 'person', '--sink', `jsonl:${path.join(work, 'objects.jsonl')}`]);
     const lines = readFileSync(path.join(work, 'objects.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     assert.equal(lines.length, 2);
-    for (const l of lines) vectors[`${format}:${l.uuid}`] = l.vector;
+    for (const l of lines) {
+      // The sink writes vectors in the configured encoding: a float array, or base64 of little-endian float32.
+      assert.equal(typeof l.vector === 'string', format === 'base64');
+      vectors[`${format}:${l.uuid}`] = toVector(l.vector) as Float32Array;
+    }
   }
   const keys = Object.keys(vectors).filter((k) => k.startsWith('float:'));
   assert.equal(keys.length, 2);
