@@ -543,7 +543,8 @@ export async function statusReport(ctx: Ctx, limit = 1000): Promise<StatusReport
     else t.downloaded++;
     t.requests += file.lines;
     t.completed += counts.completed;
-    t.failed += counts.failed;
+    // A batch that failed validation ran none of its lines: every string in it failed, with the batch's reason.
+    t.failed += job.state === 'downloaded' && job.error && !job.outputFile ? file.lines : counts.failed;
     t.tokens += file.tokens;
     t.costUsd = cost === null || t.costUsd === null ? null : t.costUsd + cost;
   }
