@@ -56,11 +56,16 @@ export class RateLimiter {
   readonly #day: Bucket | undefined;
   #pausedUntil = 0;
 
-  constructor(readonly options: LimiterOptions) {
+  /** `usedToday`: tokens already spent today by earlier runs, so the daily cap holds across runs. */
+  constructor(
+    readonly options: LimiterOptions,
+    usedToday = 0,
+  ) {
     const slice = Math.max(options.burstSeconds, 1) / 60;
     this.#requests = new Bucket(options.rpm / 60_000, Math.max(1, options.rpm * slice));
     this.#tokens = new Bucket(options.tpm / 60_000, Math.max(1, options.tpm * slice));
     this.#day = options.tpd ? new Bucket(options.tpd / 86_400_000, options.tpd) : undefined;
+    if (usedToday) this.#day?.take(usedToday);
   }
 
   /** Waits until one request of `tokens` tokens fits every limit, then takes that capacity. */

@@ -50,7 +50,9 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
   const { store, config } = ctx;
   const rt = config.realtime;
   const started = performance.now();
-  const limiter = new RateLimiter({ rpm: rt.rpm, tpm: rt.tpm, tpd: rt.tpd, burstSeconds: rt.burst_seconds });
+  const today = () => new Date().toISOString().slice(0, 10);
+  let dayWrites: Promise<void> = Promise.resolve();
+  const limiter = new RateLimiter({ rpm: rt.rpm, tpm: rt.tpm, tpd: rt.tpd, burstSeconds: rt.burst_seconds }, rt.tpd ? await store.tokensOnDay(today()) : 0);
   const s: RealtimeSummary = { files: 0, strings: 0, embedded: 0, alreadyEmbedded: 0, failed: 0, requests: 0, tokens: 0, rateLimited: 0, retries: 0, splits: 0, elapsedSeconds: 0, tokensPerMinute: 0, costUsd: 0 };
   const dir = workPaths(config.work_dir).results;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -181,6 +183,8 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
         if (!out.write(text)) await once(out, 'drain');
         s.embedded += body.data.length;
         s.tokens += tokens;
+        // Writes in order, one at a time: concurrent read-modify-writes of the day's total would lose some.
+        if (rt.tpd) await (dayWrites = dayWrites.then(() => store.addTokensOnDay(today(), tokens)));
         window.push([performance.now(), tokens]);
         report();
         return body.data.length;

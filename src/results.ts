@@ -52,7 +52,7 @@ export interface IndexSummary {
 
 /** An open sink: a factory for the last stage of each file's pipeline, and how to close it. */
 interface Sink {
-  stage(store: StateStore, counters: UpsertCounters): Writable;
+  stage(store: StateStore, counters: UpsertCounters, reject: (record: Record<string, unknown>) => void): Writable;
   close(): Promise<void>;
   label: string;
 }
@@ -78,7 +78,7 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
   const w = config.weaviate;
   return {
     label: `weaviate:${w.url}/${w.collection}`,
-    stage: (store, counters) =>
+    stage: (store, counters, reject) =>
       upsertWeaviate({
         collection,
         batchSize: w.batch_size,
@@ -89,7 +89,8 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
         counters,
         // A (string, field) is marked indexed only once Weaviate has acknowledged it.
         onAcked: (objects: EntityObject[]) => store.markIndexed(objects.map((o) => [o.stringId, o.field])),
-        onRejected: () => {},
+        // Refused by Weaviate after its retries: recorded with the server's message, never dropped silently.
+        onRejected: (o, message) => reject({ code: 'weaviate_rejected', uuid: o.uuid, stringId: o.stringId, field: o.field, reason: message, at: new Date().toISOString() }),
         log: (m) => log.warn(m),
       }),
     close: () => client.close(),
@@ -152,7 +153,7 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
           onSkipped: (n) => (summary.alreadyIndexed += n),
         }),
         tapBatches<EntityObject>((objects) => (summary.objects += objects.length)),
-        sink.stage(store, counters),
+        sink.stage(store, counters, reject),
       );
       await flushFailures();
       summary.files++;

@@ -392,6 +392,15 @@ export class StateStore {
     await this.#db.batch(ops as never);
   }
 
+  /** Real-time tokens spent on a UTC day (for the tokens-per-day cap across runs). */
+  async tokensOnDay(day: string): Promise<number> {
+    return ((await this.#meta.get(`tpd:${day}`)) as number | undefined) ?? 0;
+  }
+
+  async addTokensOnDay(day: string, tokens: number): Promise<void> {
+    await this.#meta.put(`tpd:${day}`, (await this.tokensOnDay(day)) + tokens);
+  }
+
   /** Marks (string, field) objects as acknowledged by Weaviate. */
   async markIndexed(pairs: Array<[number, string]>): Promise<void> {
     await this.indexed.batch(pairs.map(([id, field]) => ({ type: 'put' as const, key: `${pad(id)}:${this.fieldId(field)}`, value: 1 })));

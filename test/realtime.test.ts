@@ -117,6 +117,15 @@ test('the rate limiter reserves before sending and never exceeds its budget; dur
   const seconds = (performance.now() - started) / 1000;
   assert.equal(tokens, 5000);
   assert.ok(seconds >= 3.5 && seconds < 6, `took ${seconds.toFixed(2)} s`);
+  // Tokens already spent today count against the daily cap: 900 of 1,000 used leaves room for 100 now.
+  const daily = new RateLimiter({ rpm: 6000, tpm: 6_000_000, tpd: 1000, burstSeconds: 60 }, 900);
+  const t0 = performance.now();
+  await daily.reserve(100);
+  assert.ok(performance.now() - t0 < 100);
+  const blocked = new AbortController();
+  const late = daily.reserve(100, blocked.signal);
+  setTimeout(() => blocked.abort(), 300);
+  await assert.rejects(late, 'over the daily cap it waits (about a day here), so only the abort ends it');
   assert.equal(parseDuration('12ms'), 12);
   assert.equal(parseDuration('1.5s'), 1500);
   assert.equal(parseDuration('2m3s'), 123_000);

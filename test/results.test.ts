@@ -5,6 +5,7 @@ import { after, test } from 'node:test';
 import weaviate, { type WeaviateClient } from 'weaviate-client';
 import { hashValue, objectUuid } from '../transforms/build-objects.js';
 import { toVector } from '../transforms/decode-results.js';
+import { float32ToBase64 as float32Base64 } from '../transforms/write-objects-jsonl.js';
 import { hashEmbedding } from '../src/simulator/embedding.js';
 import { fixture, runCli, tempDir } from './helpers.js';
 import { weaviateForTests } from './weaviate-support.js';
@@ -150,4 +151,24 @@ test('an existing collection with other dimensions is a clear error before anyth
   assert.equal(r.code, 1);
   assert.match(r.stderr, /holds 64-dimensional vectors, but these results have 32/);
   assert.equal(await count(collection), before);
+});
+
+test('objects Weaviate refuses are retried, then written to the rejects file with the server\'s message', { skip }, async (t) => {
+  // A model the tool does not know: no dimension check of its own, so Weaviate is the one to refuse the odd vector.
+  const { work, collection, json } = env(t, { EMBATCH_MODEL: 'my-own-model', EMBATCH_DIMENSIONS: 'null', EMBATCH_WEAVIATE__MAX_OBJECT_RETRIES: '1' });
+  await json(['run', fixture('collision.csv'), '--simulate', '--wait', '--embed-fields', 'person']);
+  assert.equal(await count(collection), 2);
+  const lines = readFileSync(path.join(work, 'results', 'batch_results_000001.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const short = lines[1];
+  short.response.body.data[0].embedding = float32Base64(new Float32Array(8).fill(0.5));
+  const file = path.join(work, 'odd.jsonl');
+  writeFileSync(file, JSON.stringify(short) + '\n');
+  const r = await json(['replay', file]);
+  assert.equal(r.acked, 0);
+  assert.equal(r.rejected, 1);
+  assert.equal(r.objectRetries, 1, 'retried once before giving up');
+  assert.equal(await count(collection), 2);
+  const rejects = readFileSync(path.join(work, 'index_rejects.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const refused = rejects.find((x) => x.code === 'weaviate_rejected');
+  assert.ok(refused && /dimension|length|vector/i.test(refused.reason), JSON.stringify(rejects));
 });
