@@ -24,10 +24,14 @@ import { countWithin } from './token-worker.js';
 import { newCounters } from './types.js';
 import { workPaths } from './workdir.js';
 
-export interface Ctx {
+/** What the offline steps need: the store and the config. */
+export interface StoreCtx {
   store: StateStore;
-  api: Api;
   config: Config;
+}
+
+export interface Ctx extends StoreCtx {
+  api: Api;
 }
 
 const ACTIVE_STATUSES = new Set(['validating', 'in_progress', 'finalizing', 'cancelling']);
@@ -401,7 +405,7 @@ export interface RetrySummary {
 }
 
 /** New request files for strings whose lines failed for retryable reasons, up to max_retry_attempts per string. */
-export async function createRetryFiles(ctx: Ctx): Promise<RetrySummary> {
+export async function createRetryFiles(ctx: StoreCtx): Promise<RetrySummary> {
   const { store, config } = ctx;
   const s: RetrySummary = { requeued: 0, files: [], permanent: 0, exhausted: 0, permanentSamples: [] };
   const build = requestLineBuilder({ model: config.model, encodingFormat: config.encoding_format, dimensions: config.dimensions });
@@ -506,7 +510,7 @@ export interface StatusReport {
 }
 
 /** The status of every job, as stored (call refreshActive first for live figures). Lists at most `limit` jobs. */
-export async function statusReport(ctx: Ctx, limit = 1000): Promise<StatusReport> {
+export async function statusReport(ctx: StoreCtx, limit = 1000): Promise<StatusReport> {
   const now = Date.now();
   const r: StatusReport = {
     jobs: [],

@@ -60,7 +60,7 @@ export const statusCommand: CommandModule<CommonArgs, ApiArgs & { offline: boole
     const config = configFromArgs(args);
     const { refreshActive, statusReport } = await lifecycle();
     const report = args.offline
-      ? await withStore(config, (store) => statusReport({ store, config, api: undefined as never }))
+      ? await withStore(config, (store) => statusReport({ store, config }))
       : await withCtx(args, config, async (ctx) => {
           await refreshActive(ctx);
           return statusReport(ctx);
@@ -92,7 +92,7 @@ export const retryCommand: CommandModule<CommonArgs, CommonArgs> = {
   handler: async (args) => {
     const config = configFromArgs(args);
     const { createRetryFiles } = await lifecycle();
-    const s = await withStore(config, (store) => createRetryFiles({ store, config, api: undefined as never }));
+    const s = await withStore(config, (store) => createRetryFiles({ store, config }));
     if (args.json) printJson({ command: 'retry', ...s });
     else {
       log.info(`${num(s.requeued)} string(s) queued again in ${s.files.length} file(s)${s.files.length ? '; next: embatch submit' : ''}`);
@@ -129,7 +129,7 @@ export const resetCommand: CommandModule<CommonArgs, CommonArgs & { yes: boolean
     if (!existsSync(path.join(dir, 'state', 'CURRENT')))
       throw new UsageError('RESET_NOT_WORKDIR', `${dir} does not look like an embatch work directory (no state/ in it); not deleting it`);
     const { statusReport } = await lifecycle();
-    const report = await withStore(config, (store) => statusReport({ store, config, api: undefined as never }));
+    const report = await withStore(config, (store) => statusReport({ store, config }));
     if (report.totals.active) log.warn(`${report.totals.active} batch(es) are still running at OpenAI and will be billed; run embatch cancel first to stop them`);
     if (!args.yes) {
       if (!process.stdin.isTTY) throw new UsageError('RESET_NEEDS_YES', `reset deletes ${dir}; add --yes to confirm when not on a terminal`);
