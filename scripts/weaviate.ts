@@ -23,6 +23,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 export interface ServerOptions {
   httpPort: number;
   grpcPort: number;
+  /** Gossip, data, Raft and Raft RPC ports; by default the HTTP port + 1000..1003. */
+  clusterPorts?: [number, number, number, number] | undefined;
   /** Where data, pid and log files go. */
   dir: string;
   apiKey?: string | undefined;
@@ -74,8 +76,9 @@ export const serverUrl = (o: ServerOptions) => `http://127.0.0.1:${o.httpPort}`;
 
 /** The environment of a single local node: loopback only, no modules, no telemetry, no autoschema, memory capped. */
 function serverEnv(o: ServerOptions): NodeJS.ProcessEnv {
-  // Cluster and Raft ports sit 1000 above the HTTP port: 8080 -> 9080-9083.
+  // Cluster and Raft ports sit 1000 above the HTTP port unless given: 8080 -> 9080-9083.
   const base = o.httpPort + 1000;
+  const [gossip, data, raft, raftRpc] = o.clusterPorts ?? [base, base + 1, base + 2, base + 3];
   const auth: NodeJS.ProcessEnv = o.apiKey
     ? { AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED: 'false', AUTHENTICATION_APIKEY_ENABLED: 'true', AUTHENTICATION_APIKEY_ALLOWED_KEYS: o.apiKey, AUTHENTICATION_APIKEY_USERS: 'embatch' }
     : { AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED: 'true' };
@@ -93,12 +96,12 @@ function serverEnv(o: ServerOptions): NodeJS.ProcessEnv {
     // This machine's own address is not one memberlist accepts as private: bind and advertise loopback.
     CLUSTER_BIND_ADDR: '127.0.0.1',
     CLUSTER_ADVERTISE_ADDR: '127.0.0.1',
-    CLUSTER_GOSSIP_BIND_PORT: String(base),
-    CLUSTER_DATA_BIND_PORT: String(base + 1),
-    RAFT_PORT: String(base + 2),
-    RAFT_INTERNAL_RPC_PORT: String(base + 3),
+    CLUSTER_GOSSIP_BIND_PORT: String(gossip),
+    CLUSTER_DATA_BIND_PORT: String(data),
+    RAFT_PORT: String(raft),
+    RAFT_INTERNAL_RPC_PORT: String(raftRpc),
     RAFT_BOOTSTRAP_EXPECT: '1',
-    RAFT_JOIN: `node1:${base + 2}`,
+    RAFT_JOIN: `node1:${raft}`,
     GRPC_PORT: String(o.grpcPort),
     GO_PROFILING_DISABLE: 'true',
     GOMEMLIMIT: o.memoryLimit,
@@ -212,7 +215,7 @@ export function rssMB(pid: number): number | undefined {
   }
 }
 
-function tail(file: string, lines = 40): string {
+function tail(file: string, lines = 12): string {
   try {
     return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
   } catch {

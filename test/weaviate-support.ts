@@ -51,13 +51,22 @@ export async function weaviateForTests(opts: { apiKey?: string; own?: boolean } 
   }
   if (!existsSync(binaryPath()) && !goAvailable())
     return missing('no WEAVIATE_URL is set and Go is not installed to build the Weaviate server (see README, "Tests")');
-  const [httpPort, grpcPort] = [await freePort(), await freePort()];
-  const options: ServerOptions = { ...defaultOptions(), httpPort, grpcPort, apiKey: opts.apiKey, dir: path.join(ROOT, '.tmp', `weaviate-test-${process.pid}-${httpPort}`) };
-  try {
-    await start(options, { fresh: true, log: () => {} });
-  } catch (err) {
-    return missing(`the test server did not start: ${(err as Error).message}`);
+  // Test files run in parallel, each with its own server: every port it needs is one the OS handed out as free.
+  let options: ServerOptions | undefined;
+  for (let attempt = 1; ; attempt++) {
+    const [httpPort, grpcPort] = await freePorts(2);
+    const base = await freeBlock(4);
+    options = { ...defaultOptions(), httpPort: httpPort!, grpcPort: grpcPort!, clusterPorts: [base, base + 1, base + 2, base + 3], apiKey: opts.apiKey, dir: path.join(ROOT, '.tmp', `weaviate-test-${process.pid}-${httpPort}`) };
+    try {
+      await start(options, { fresh: true, log: () => {} });
+      break;
+    } catch (err) {
+      rmSync(options.dir, { recursive: true, force: true });
+      // A port taken between asking and binding: once more with new ones.
+      if (attempt >= 2) return missing(`the test server did not start: ${(err as Error).message}`);
+    }
   }
+  const { httpPort, grpcPort } = options;
   return {
     skip: false,
     target: {
@@ -68,8 +77,8 @@ export async function weaviateForTests(opts: { apiKey?: string; own?: boolean } 
       apiKey: opts.apiKey,
       own: options,
       release: async () => {
-        await stop(options, () => {});
-        rmSync(options.dir, { recursive: true, force: true });
+        await stop(options!, () => {});
+        rmSync(options!.dir, { recursive: true, force: true });
       },
     },
   };
@@ -82,17 +91,37 @@ function missing(reason: string): WeaviateForTests {
   return { target: undefined, skip };
 }
 
-/** A port the OS says is free now; cluster ports sit at +1000..+1003, so keep below 64000. */
-async function freePort(): Promise<number> {
+const listen = (port: number) =>
+  new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(port, '127.0.0.1', () => resolve(srv));
+  });
+const release = (servers: ReturnType<typeof createServer>[]) => Promise.all(servers.map((srv) => new Promise((resolve) => srv.close(resolve))));
+
+/** `n` distinct ports the OS says are free now: all held open together, then released. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: n }, () => listen(0)));
+  const ports = servers.map((srv) => (srv.address() as { port: number }).port);
+  await release(servers);
+  return ports;
+}
+
+/**
+ * The first of `n` consecutive free ports: Weaviate derives some cluster ports from others (data = gossip + 1), so
+ * its cluster and Raft ports come as one block. Tried at random bases below the usual ephemeral range.
+ */
+async function freeBlock(n: number): Promise<number> {
   for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.on('error', reject);
-      srv.listen(0, '127.0.0.1', () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => resolve(p));
-      });
-    });
-    if (port < 64_000) return port;
+    const base = 20_000 + Math.floor(Math.random() * 12_000);
+    const held: ReturnType<typeof createServer>[] = [];
+    try {
+      for (let i = 0; i < n; i++) held.push(await listen(base + i));
+      return base;
+    } catch {
+      // taken: try another base
+    } finally {
+      await release(held);
+    }
   }
 }
