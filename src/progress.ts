@@ -29,14 +29,17 @@ export function createProgress(opts: { label: string; total?: number; unit: 'byt
     };
   }
   const every = opts.intervalMs ?? 10_000;
-  let last = Date.now();
+  const started = Date.now();
+  let last = started;
   return {
     update(value, detail = '') {
       const now = Date.now();
       if (now - last < every) return;
       last = now;
       const pct = opts.total ? ` (${((100 * value) / opts.total).toFixed(1)}%)` : '';
-      log.info(`${opts.label}: ${fmt(value)}${pct}${detail ? ` ${detail}` : ''}`);
+      const etaSeconds = opts.total && value > 0 ? ((opts.total - value) * (now - started)) / value / 1000 : NaN;
+      const eta = Number.isFinite(etaSeconds) ? ` | ETA ${etaSeconds < 120 ? `${Math.round(etaSeconds)}s` : `${Math.round(etaSeconds / 60)}m`}` : '';
+      log.info(`${opts.label}: ${fmt(value)}${pct}${eta}${detail ? ` | ${detail}` : ''}`);
     },
     stop() {},
   };

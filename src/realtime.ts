@@ -77,8 +77,7 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
   const report = () => {
     const done = s.embedded + s.alreadyEmbedded + s.failed;
     const tpm = recentTpm();
-    const eta = tpm > 0 && s.tokens > 0 ? ((total - done) * (s.tokens / Math.max(1, s.embedded))) / tpm : NaN;
-    progress.update(done, `| ${Math.round(tpm).toLocaleString('en-US')} of ${rt.tpm.toLocaleString('en-US')} TPM | ETA ${Number.isFinite(eta) ? `${eta.toFixed(1)} min` : '-'} | $${(estimateCost(config.model, s.tokens).realtimeUsd ?? 0).toFixed(4)}`);
+    progress.update(done, `${Math.round(tpm).toLocaleString('en-US')} of ${rt.tpm.toLocaleString('en-US')} TPM | $${(estimateCost(config.model, s.tokens).realtimeUsd ?? 0).toFixed(4)} so far`);
   };
 
   try {
