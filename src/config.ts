@@ -151,6 +151,8 @@ export interface LoadedConfig {
   config: Config;
   /** The config file actually read, if any. */
   file: string | undefined;
+  /** Things worth telling the user that do not stop the command. */
+  warnings: string[];
 }
 
 /** Environment variables the tool reads that are not config keys. */
@@ -191,7 +193,11 @@ export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
   if (!result.success) throw configError(result.error, 'configuration');
   const config = result.data;
   if (!path.isAbsolute(config.work_dir)) config.work_dir = path.resolve(cwd, config.work_dir);
-  return { config, file: fileUsed };
+  const warnings: string[] = [];
+  const secrets = [fileLayer.openai_api_key, (fileLayer.weaviate as Layer | undefined)?.api_key].filter((v) => typeof v === 'string' && v);
+  if (fileUsed && secrets.length && (statSync(fileUsed).mode & 0o077) !== 0)
+    warnings.push(`${fileUsed} holds an API key and can be read by other users; run chmod 600 ${fileUsed} (or keep the key in OPENAI_API_KEY)`);
+  return { config, file: fileUsed, warnings };
 }
 
 function readConfigFile(file: string): Layer {

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import path from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
-import { tempDir } from './helpers.js';
+import { fixture, runCli, tempDir } from './helpers.js';
 
 const noEnv = {};
 
@@ -80,3 +80,17 @@ test('a missing --config file and broken YAML are usage errors', (t) => {
   rejects(() => loadConfig({ cwd: dir, env: noEnv }), /not valid YAML/);
 });
 
+
+test('a config file holding a key that others can read draws a warning that does not show the key', async (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'config.yml');
+  writeFileSync(file, 'openai_api_key: sk-config-secret-abcdef123456\n', { mode: 0o644 });
+  chmodSync(file, 0o644);
+  assert.match(loadConfig({ cwd: dir, env: noEnv }).warnings.join('\n'), /can be read by other users; run chmod 600/);
+  const r = await runCli(['prepare', fixture('catalog.csv'), '--config', file, '--work-dir', path.join(dir, 'w')]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /warning: .*holds an API key and can be read by other users/);
+  assert.ok(!r.stderr.includes('sk-config-secret-abcdef123456'));
+  chmodSync(file, 0o600);
+  assert.deepEqual(loadConfig({ cwd: dir, env: noEnv }).warnings, []);
+});

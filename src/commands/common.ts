@@ -1,7 +1,7 @@
 import type { Argv } from 'yargs';
 import { coerceScalar, loadConfig, type Config } from '../config.js';
 import { UsageError } from '../errors.js';
-import { registerSecret, setQuiet } from '../log.js';
+import { log, registerSecret, setQuiet } from '../log.js';
 
 export interface CommonArgs {
   config?: string;
@@ -23,9 +23,10 @@ export function configFromArgs(args: CommonArgs, flags: Record<string, unknown> 
     overrides[pair.slice(0, eq).trim()] = coerceScalar(pair.slice(eq + 1));
   }
   registerSecret(process.env.OPENAI_API_KEY);
-  const { config } = loadConfig({ configPath: args.config, flags: overrides });
+  const { config, warnings } = loadConfig({ configPath: args.config, flags: overrides });
   registerSecret(config.openai_api_key);
   registerSecret(config.weaviate.api_key);
+  for (const w of warnings) log.warn(w);
   return config;
 }
 
