@@ -12,7 +12,9 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import split2 from 'split2';
+import { decodeLine } from '../transforms/decode-results.js';
 import { customId, parseCustomId, requestLineBuilder, type RequestItem } from '../transforms/format-requests.js';
+import { parseResults, type ParsedLine } from '../transforms/parse-results.js';
 import { writeRequestFiles } from '../transforms/write-request-files.js';
 import type { Config } from './config.js';
 import { EmbatchError } from './errors.js';
@@ -36,8 +38,6 @@ export interface Ctx extends StoreCtx {
 
 const ACTIVE_STATUSES = new Set(['validating', 'in_progress', 'finalizing', 'cancelling']);
 const QUEUE_LIMIT_CODES = new Set(['token_limit_exceeded', 'request_limit_exceeded']);
-/** Line errors worth another try: the request never ran, or failed on the server's side. */
-const RETRYABLE_CODES = new Set(['batch_expired', 'batch_cancelled', 'rate_limit_exceeded', 'server_error', 'timeout', 'internal_error']);
 
 // ---------------------------------------------------------------- submit
 
@@ -337,45 +337,24 @@ async function downloadOnce(ctx: Ctx, fileId: string, partial: string): Promise<
   return lines;
 }
 
-interface ResultLine {
-  custom_id?: string;
-  response?: { status_code?: number; body?: { error?: { message?: string; code?: string | null; type?: string } } } | null;
-  error?: { code?: string; message?: string } | null;
-}
-
-/** Reads an error file line by line and records each failed string with its reason. */
+/** Reads an error file line by line (the index path's parser and checks) and records each failed string and why. */
 async function recordFailures(ctx: Ctx, file: RequestFile, errorFile: string): Promise<void> {
-  let slice: Array<[number, ResultLine]> = [];
-  const flush = async () => {
-    const ids = slice.map(([id]) => id);
-    const previous = await ctx.store.getFailures(ids);
-    const records: Array<[number, FailureRecord]> = slice.map(([id, line], i) => {
-      const status = line.response?.status_code;
-      const code = line.error?.code ?? line.response?.body?.error?.code ?? line.response?.body?.error?.type ?? (status ? `http_${status}` : 'unknown');
-      const message = line.error?.message ?? line.response?.body?.error?.message ?? 'no message';
-      const retryable = RETRYABLE_CODES.has(code) || status === 429 || (status !== undefined && status >= 500) || (!status && !line.error?.code);
-      return [id, { customId: line.custom_id!, seq: file.seq, code, message, retryable, attempts: (previous[i]?.attempts ?? 0) + 1 }];
-    });
-    const job = (await ctx.store.getJob(file.seq))!;
-    await ctx.store.recordResults(job, records, []);
-    slice = [];
-  };
-  for await (const line of createReadStream(errorFile).pipe(split2('\n', parseLine))) {
-    const parsed = parseCustomId((line as ResultLine).custom_id ?? '');
+  let slice: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]> = [];
+  for await (const line of createReadStream(errorFile).pipe(parseResults(errorFile))) {
+    const failed = decodeLine(line as ParsedLine, null);
+    if ('vector' in failed || !failed.customId) continue;
+    const parsed = parseCustomId(failed.customId);
     if (!parsed) continue;
-    slice.push([parsed.id, line as ResultLine]);
-    if (slice.length >= 5000) await flush();
+    slice.push([parsed.id, { customId: failed.customId!, seq: file.seq, code: failed.code, message: failed.reason, retryable: failed.retryable }]);
+    if (slice.length >= 5000) await ctx.store.addFailures(slice.splice(0));
   }
-  if (slice.length) await flush();
+  await ctx.store.addFailures(slice);
 }
 
 /** After a retry batch: strings in its output file succeeded, so their failure records go. */
 async function clearSucceeded(ctx: Ctx, outputFile: string): Promise<void> {
   let ids: number[] = [];
-  const flush = async () => {
-    await ctx.store.failures.batch(ids.map((id) => ({ type: 'del' as const, key: String(id).padStart(12, '0') })));
-    ids = [];
-  };
+  const flush = async () => ctx.store.clearFailures(ids.splice(0));
   // Only the custom_id is needed: read it from the start of the line instead of parsing a whole embedding.
   for await (const id of createReadStream(outputFile).pipe(split2('\n', (l: string) => /"custom_id":"([^"]+)"/.exec(l)?.[1]))) {
     const parsed = parseCustomId(id as string);
@@ -383,15 +362,6 @@ async function clearSucceeded(ctx: Ctx, outputFile: string): Promise<void> {
     if (ids.length >= 5000) await flush();
   }
   if (ids.length) await flush();
-}
-
-function parseLine(line: string): ResultLine | undefined {
-  if (!line.trim()) return undefined;
-  try {
-    return JSON.parse(line) as ResultLine;
-  } catch {
-    return undefined;
-  }
 }
 
 // ---------------------------------------------------------------- retry

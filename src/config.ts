@@ -294,7 +294,3 @@ function isPlainObject(v: unknown): v is Layer {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** The config as safe to print: the API key is never shown. */
-export function redactedConfig(config: Config): Config {
-  return { ...config, openai_api_key: config.openai_api_key ? '[set]' : null };
-}

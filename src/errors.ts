@@ -36,6 +36,3 @@ export class InputError extends EmbatchError {
 /** The work directory's state is missing, locked or inconsistent. */
 export class StateError extends EmbatchError {}
 
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}

@@ -20,7 +20,7 @@ import { estimateCost } from './models.js';
 import { apiError } from './openai.js';
 import { createProgress } from './progress.js';
 import { parseDuration, RateLimiter } from './rate-limiter.js';
-import type { FailureRecord, JobRecord, RequestFile } from './store.js';
+import type { JobRecord, RequestFile } from './store.js';
 import { countWithin } from './token-worker.js';
 import { workPaths } from './workdir.js';
 
@@ -221,15 +221,7 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
 
   async function recordFailed(inputs: Input[], code: string, message: string, retryable: boolean): Promise<void> {
     s.failed += inputs.length;
-    const ids = inputs.map((i) => parseCustomId(i.customId)!.id);
-    const previous = await store.getFailures(ids);
-    await store.failures.batch(
-      inputs.map((input, i) => ({
-        type: 'put' as const,
-        key: String(ids[i]).padStart(12, '0'),
-        value: { customId: input.customId, seq: 0, code, message, retryable, attempts: (previous[i]?.attempts ?? 0) + 1 } satisfies FailureRecord,
-      })),
-    );
+    await store.addFailures(inputs.map((input) => [parseCustomId(input.customId)!.id, { customId: input.customId, seq: 0, code, message, retryable }]));
     log.warn(`${inputs.length} string(s) failed: ${code}: ${message}`);
   }
 }

@@ -118,15 +118,18 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
     summary.rejectsFile = paths.indexRejects;
     rejects.write(JSON.stringify(record) + '\n');
   };
+  // Failed lines with a known string go where `embatch retry` looks for them, in slices as they come.
   let failures: FailedLine[] = [];
-  const flushFailures = async () => {
-    // Failed lines with a known string go where `embatch retry` looks for them.
-    const known = failures.map((f) => [f, f.customId ? parseCustomId(f.customId) : undefined] as const).filter(([, p]) => p !== undefined);
-    failures = [];
-    if (!known.length) return;
-    const previous = await store.getFailures(known.map(([, p]) => p!.id));
-    const records: Array<[number, FailureRecord]> = known.map(([f, p], i) => [p!.id, { customId: f.customId!, seq: previous[i]?.seq ?? 0, code: f.code, message: f.reason, retryable: f.retryable, attempts: (previous[i]?.attempts ?? 0) + 1 }]);
-    await store.failures.batch(records.map(([id, rec]) => ({ type: 'put' as const, key: String(id).padStart(12, '0'), value: rec })));
+  let failureWrites: Promise<void> = Promise.resolve();
+  const flushFailures = () => {
+    const slice = failures.splice(0);
+    const known = slice.flatMap((f) => {
+      const p = f.customId ? parseCustomId(f.customId) : undefined;
+      return p ? [[p.id, { customId: f.customId!, seq: 0, code: f.code, message: f.reason, retryable: f.retryable }] as [number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]] : [];
+    });
+    failureWrites = failureWrites.then(() => store.addFailures(known));
+    failureWrites.catch(() => {}); // awaited after each file; this only keeps an early failure from being "unhandled"
+    return failureWrites;
   };
 
   const sink = await openSink(spec, config);
@@ -148,7 +151,7 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
           onFailed: (f) => {
             summary.failedLines[f.code] = (summary.failedLines[f.code] ?? 0) + 1;
             reject({ ...f, at: new Date().toISOString() });
-            if (f.code !== 'corrupt_line' && f.code !== 'unknown_custom_id') failures.push(f);
+            if (f.code !== 'corrupt_line' && f.code !== 'unknown_custom_id' && failures.push(f) >= 5000) void flushFailures();
           },
           onSkipped: (n) => (summary.alreadyIndexed += n),
         }),

@@ -355,10 +355,6 @@ export class StateStore {
     yield* flush.call(this);
   }
 
-  async getRequestFile(seq: number): Promise<RequestFile | undefined> {
-    return this.files.get(pad(seq));
-  }
-
   /**
    * Records a request file written for retries: it gets the next sequence number but leaves the id watermark alone,
    * and the failures of the strings it carries are marked as queued in it.
@@ -384,12 +380,19 @@ export class StateStore {
     return this.failures.getMany(ids.map(pad));
   }
 
-  /** Applies a download's outcome in one write: failures recorded, strings that succeeded cleared, the job updated. */
-  async recordResults(job: JobRecord, failed: Array<[number, FailureRecord]>, succeeded: number[]): Promise<void> {
-    const ops: BatchOp[] = [{ type: 'put', sublevel: this.jobs, key: pad(job.seq), value: job }];
-    for (const [id, rec] of failed) ops.push({ type: 'put', sublevel: this.failures, key: pad(id), value: rec });
-    for (const id of succeeded) ops.push({ type: 'del', sublevel: this.failures, key: pad(id) });
-    await this.#db.batch(ops as never);
+  /**
+   * Records failed strings: one read of their earlier failures so attempts count on, one write. A failure is queued
+   * for retry no longer; `seq` is the request file the line failed in (0 for real time and replays).
+   */
+  async addFailures(failed: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]>): Promise<void> {
+    if (!failed.length) return;
+    const previous = await this.getFailures(failed.map(([id]) => id));
+    await this.failures.batch(failed.map(([id, f], i) => ({ type: 'put' as const, key: pad(id), value: { ...f, attempts: (previous[i]?.attempts ?? 0) + 1 } })));
+  }
+
+  /** The strings succeeded after all: their failure records go. */
+  async clearFailures(ids: number[]): Promise<void> {
+    await this.failures.batch(ids.map((id) => ({ type: 'del' as const, key: pad(id) })));
   }
 
   /** Real-time tokens spent on a UTC day (for the tokens-per-day cap across runs). */

@@ -122,8 +122,7 @@ async function dedupOnce(workDir: string, batches: ExtractedBatch[], fields = ['
   // Commit as the writer would, so the next run sees these strings as known.
   await store.commit(store.committedId + fresh.length, null, []);
   await store.finishRun(run_);
-  const result = { fresh, counters, store };
-  return result;
+  return { fresh, counters, store };
 }
 
 test('dedupStrings: CRC32 collisions stay apart, one string in two fields is one request, reruns add nothing', async (t) => {

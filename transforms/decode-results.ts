@@ -29,6 +29,13 @@ export interface DecodedBatch {
   failed: FailedLine[];
 }
 
+/** Line errors worth another try: the request never ran, or failed on the server's side. */
+const RETRYABLE_CODES = new Set(['batch_expired', 'batch_cancelled', 'rate_limit_exceeded', 'server_error', 'timeout', 'internal_error', 'no_response']);
+
+export function isRetryable(code: string, status: number | undefined): boolean {
+  return RETRYABLE_CODES.has(code) || status === 429 || (status ?? 0) >= 500;
+}
+
 interface ResultJson {
   custom_id?: unknown;
   response?: { status_code?: number; body?: { data?: Array<{ embedding?: unknown; index?: number }>; error?: { message?: string; code?: string | null; type?: string } } } | null;
@@ -66,7 +73,7 @@ export function decodeLine(l: ParsedLine, dimensions: number | null): DecodedRes
   if (r.error || !r.response || (status !== undefined && status >= 400)) {
     const code = r.error?.code ?? r.response?.body?.error?.code ?? r.response?.body?.error?.type ?? (status ? `http_${status}` : 'no_response');
     const message = r.error?.message ?? r.response?.body?.error?.message ?? 'no message';
-    return fail(customId, code, message, code === 'batch_expired' || code === 'batch_cancelled' || status === 429 || (status ?? 0) >= 500);
+    return fail(customId, code, message, isRetryable(code, status));
   }
   if (status !== 200) return fail(customId, 'bad_status', `status_code ${String(status)}`);
   const data = r.response.body?.data;
