@@ -11,8 +11,8 @@ import type { WeaviateClient } from 'weaviate-client';
 import { batchItems, tapBatches } from '../transforms/batch-items.js';
 import { buildObjects, type EntityObject } from '../transforms/build-objects.js';
 import { decodeResults, type FailedLine } from '../transforms/decode-results.js';
+import { parseResults, type ParsedLine } from '../transforms/parse-results.js';
 import { parseCustomId } from '../transforms/format-requests.js';
-import { parseResults } from '../transforms/parse-results.js';
 import { newUpsertCounters, upsertWeaviate, type UpsertCounters } from '../transforms/upsert-weaviate.js';
 import { writeObjectsJsonl } from '../transforms/write-objects-jsonl.js';
 import type { Config } from './config.js';
@@ -22,8 +22,12 @@ import { expectedDimensions } from './models.js';
 import type { FailureRecord, StateStore } from './store.js';
 import { workPaths } from './workdir.js';
 
-/** Result lines per batch through the stages: about a Weaviate request's worth. */
-const LINES_PER_BATCH = 500;
+/**
+ * Result lines per batch through the stages. Small batches keep little alive across young-generation collections:
+ * 50k base64 lines replayed in 2.5 s at 500 per batch, 1.95 s at 200, 1.78 s at 100, 1.72 s at 50, 2.0 s at 25. The
+ * Weaviate sink regroups objects into its own batch_size.
+ */
+const LINES_PER_BATCH = 100;
 
 export type SinkSpec = { kind: 'weaviate' } | { kind: 'jsonl'; path: string | null };
 
@@ -59,7 +63,7 @@ interface Sink {
 
 async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
   if (spec.kind === 'jsonl') {
-    const out: NodeJS.WritableStream = spec.path ? createWriteStream(spec.path, { flags: 'a', mode: 0o600 }) : process.stdout;
+    const out: NodeJS.WritableStream = spec.path ? createWriteStream(spec.path, { flags: 'a', mode: 0o600, highWaterMark: 1 << 20 }) : process.stdout;
     return {
       label: spec.path ? `jsonl:${spec.path}` : 'jsonl:stdout',
       stage: (_store, counters) =>
@@ -143,7 +147,7 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
         source,
         parseResults(name),
         batchItems(LINES_PER_BATCH),
-        tapBatches((batch) => (lines += batch.length)),
+        tapBatches<ParsedLine[]>((batch) => (lines += batch.length)),
         decodeResults({ dimensions: expectedDimensions(config.model, config.dimensions) }),
         buildObjects({
           store,
@@ -155,7 +159,7 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
           },
           onSkipped: (n) => (summary.alreadyIndexed += n),
         }),
-        tapBatches<EntityObject>((objects) => (summary.objects += objects.length)),
+        tapBatches<EntityObject[]>((objects) => (summary.objects += objects.length)),
         sink.stage(store, counters, reject),
       );
       await flushFailures();

@@ -33,3 +33,57 @@ test('decodeLine: each way a line can fail has its own code', () => {
   assert.equal((line({ ...ok, response: { status_code: 200, body: { data: [{ embedding: [0.1, 'x'] }] } } }) as { code: string }).code, 'bad_embedding');
   assert.equal((decodeLine({ file: 'f', line: 3, corrupt: 'not valid JSON' }, 2) as { code: string }).code, 'corrupt_line');
 });
+
+test('parseResults: the base64 cut gives exactly JSON.parse\'s object, for any chunking, and flags what is not JSON', async () => {
+  const { parseResults } = await import('../transforms/parse-results.js');
+  const { Readable } = await import('node:stream');
+  const b64 = float32ToBase64(new Float32Array(64).map((_, i) => Math.sin(i)));
+  const body = (embedding: unknown) => ({ object: 'list', data: [{ object: 'embedding', index: 0, embedding }], model: 'm', usage: { prompt_tokens: 2, total_tokens: 2 } });
+  const lines = [
+    JSON.stringify({ id: 'b1', custom_id: '0000abcd_person_1', response: { status_code: 200, request_id: 'r', body: body(b64) }, error: null }),
+    // Python-style separators, a float embedding, an escaped slash in base64, the key twice, a message naming the key
+    `{"id": "b2", "custom_id": "0000abcd_title_2", "response": {"status_code": 200, "body": ${JSON.stringify(body(b64)).replace(/":/g, '": ')}}, "error": null}`,
+    JSON.stringify({ custom_id: '0000abcd_title_3', response: { status_code: 200, body: body([0.5, 0.25]) } }),
+    JSON.stringify({ custom_id: '0000abcd_title_4', response: { status_code: 200, body: body(b64) } }).replace(/\//g, '\\/'),
+    `{"custom_id":"0000abcd_title_5","response":{"status_code":200,"body":{"data":[{"embedding":"${b64}","embedding":""}]}}}`,
+    JSON.stringify({ custom_id: '0000abcd_title_6', response: null, error: { code: 'x', message: 'bad "embedding": "value"' } }),
+    `{"custom_id":"0000abcd_title_7","response":{"status_code":200,"body":{"data":[{"embedding":"${b64}"}]}`, // truncated
+    'not json at all',
+    '',
+    '   ',
+  ];
+  const text = lines.join('\r\n') + '\n';
+  const expected = lines.flatMap((l, i): Array<{ line: number; json?: unknown; corrupt?: true }> => {
+    if (!l.trim()) return [];
+    try {
+      return [{ line: i + 1, json: JSON.parse(l) as unknown }];
+    } catch {
+      return [{ line: i + 1, corrupt: true }];
+    }
+  });
+  for (const chunkSize of [1, 7, 100, 1 << 20]) {
+    const bytes = Buffer.from(text);
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < bytes.length; i += chunkSize) chunks.push(bytes.subarray(i, i + chunkSize));
+    const got: Array<{ line: number; json?: unknown; corrupt?: string }> = [];
+    for await (const p of Readable.from(chunks).pipe(parseResults('f'))) got.push(p);
+    assert.equal(got.length, expected.length, `chunk size ${chunkSize}`);
+    got.forEach((g, i) => {
+      assert.equal(g.line, expected[i]!.line);
+      if (expected[i]!.corrupt) assert.match(g.corrupt ?? '', /not valid JSON/, `line ${g.line}`);
+      else assert.deepEqual(g.json, expected[i]!.json, `line ${g.line}, chunk size ${chunkSize}`);
+    });
+  }
+});
+
+test('parseResults: an over-long line is reported with its number and the lines after it still parse', async () => {
+  const { parseResults, MAX_RESULT_LINE } = await import('../transforms/parse-results.js');
+  const { Readable } = await import('node:stream');
+  const huge = Buffer.alloc(MAX_RESULT_LINE + 10, 0x61);
+  const got: Array<{ line: number; json?: unknown; corrupt?: string }> = [];
+  const source = Readable.from([Buffer.from('{"a":1}\n'), huge.subarray(0, 1 << 23), huge.subarray(1 << 23), Buffer.from('\n{"a":2}')]);
+  for await (const p of source.pipe(parseResults('f'))) got.push(p);
+  assert.deepEqual(got.map((g) => g.line), [1, 2, 3]);
+  assert.match(got[1]!.corrupt ?? '', /longer than/);
+  assert.deepEqual(got[2]!.json, { a: 2 });
+});

@@ -31,10 +31,10 @@ export function batchItems<T>(size: number): Transform {
 }
 
 /** Passes batches through unchanged, telling `see` about each (for counting). */
-export function tapBatches<T>(see: (batch: T[]) => void): Transform {
+export function tapBatches<B>(see: (batch: B) => void): Transform {
   return new Transform({
     ...BATCH_STREAM,
-    transform(batch: T[], _enc, callback) {
+    transform(batch: B, _enc, callback) {
       see(batch);
       callback(null, batch);
     },

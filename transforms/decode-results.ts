@@ -90,7 +90,9 @@ export function toVector(embedding: unknown): Float32Array | string {
   if (typeof embedding === 'string') {
     const bytes = Buffer.from(embedding, 'base64');
     if (bytes.length === 0 || bytes.length % 4 !== 0) return `base64 embedding of ${bytes.length} bytes is not a whole number of float32 values`;
-    // One copy into an aligned buffer on little-endian machines (the wire order); a per-value read elsewhere.
+    // On little-endian machines (the wire order) the bytes are the vector: used in place when the decoded buffer is
+    // the vector's alone (large decodes are), else copied once into one that is; a per-value read elsewhere.
+    if (littleEndian && bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length) return new Float32Array(bytes.buffer);
     if (littleEndian) return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
     const v = new Float32Array(bytes.length / 4);
     for (let i = 0; i < v.length; i++) v[i] = bytes.readFloatLE(i * 4);

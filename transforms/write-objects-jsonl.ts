@@ -16,10 +16,24 @@ export function writeObjectsJsonl(out: NodeJS.WritableStream, format: 'float' | 
   return new Writable({
     ...BATCH_STREAM,
     write(objects: EntityObject[], _enc, callback) {
-      // One write per line: joining a batch into one multi-megabyte string first measured twice as slow.
-      let ok = true;
-      for (const o of objects) ok = out.write(`{"uuid":"${o.uuid}","properties":${JSON.stringify(o.properties)},"vector":${vectorText(o.vector)}}\n`);
-      const done = ok ? Promise.resolve() : once(out as unknown as NodeJS.EventEmitter, 'drain').then(() => undefined);
+      // A batch becomes one buffer, each part written into it once: cheaper than a string per line (each converted
+      // again on write) or one string for the batch (measured twice as slow).
+      const parts: string[] = [];
+      let bytes = 0;
+      for (const o of objects) {
+        const head = `{"uuid":"${o.uuid}","properties":${JSON.stringify(o.properties)},"vector":`;
+        const vector = vectorText(o.vector);
+        parts.push(head, vector);
+        bytes += Buffer.byteLength(head) + vector.length + 2; // the vector text is ASCII
+      }
+      const buf = Buffer.allocUnsafe(bytes);
+      let at = 0;
+      for (let i = 0; i < parts.length; i += 2) {
+        at += buf.write(parts[i]!, at, 'utf8');
+        at += buf.write(parts[i + 1]!, at, 'latin1');
+        at += buf.write('}\n', at, 'latin1');
+      }
+      const done = out.write(buf) ? Promise.resolve() : once(out as unknown as NodeJS.EventEmitter, 'drain').then(() => undefined);
       done.then(() => onWritten(objects)).then(() => callback(), callback);
     },
   });
