@@ -66,6 +66,9 @@ function isEntryPoint(): boolean {
 }
 
 if (isEntryPoint()) {
+  // Everything embatch writes (state, LevelDB's own files, request and result files) is the owner's alone: the
+  // texts and vectors are the user's data, and native code (LevelDB) creates files with the process umask.
+  process.umask(0o077);
   const code = await main(hideBin(process.argv));
   process.exitCode = code;
 }

@@ -40,7 +40,9 @@ export function parseSink(spec: string | undefined): SinkSpec {
 
 export interface IndexSummary {
   files: number;
+  /** Every non-blank line read: each is either an embedded line or a failed line (by reason). */
   lines: number;
+  embeddedLines: number;
   objects: number;
   acked: number;
   rejected: number;
@@ -115,7 +117,7 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
   const started = performance.now();
   const paths = workPaths(config.work_dir);
   const counters = newUpsertCounters();
-  const summary: IndexSummary = { files: 0, lines: 0, objects: 0, acked: 0, rejected: 0, alreadyIndexed: 0, failedLines: {}, requestRetries: 0, objectRetries: 0, rejectsFile: null, sink: '', elapsedSeconds: 0, peakRssMB: 0 };
+  const summary: IndexSummary = { files: 0, lines: 0, embeddedLines: 0, objects: 0, acked: 0, rejected: 0, alreadyIndexed: 0, failedLines: {}, requestRetries: 0, objectRetries: 0, rejectsFile: null, sink: '', elapsedSeconds: 0, peakRssMB: 0 };
   let rejects: WriteStream | undefined;
   const reject = (record: Record<string, unknown>) => {
     rejects ??= createWriteStream(paths.indexRejects, { flags: 'a', mode: 0o600 });
@@ -158,6 +160,7 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
             if (f.code !== 'corrupt_line' && f.code !== 'unknown_custom_id' && failures.push(f) >= 5000) void flushFailures();
           },
           onSkipped: (n) => (summary.alreadyIndexed += n),
+          onMapped: (n) => (summary.embeddedLines += n),
         }),
         tapBatches<EntityObject[]>((objects) => (summary.objects += objects.length)),
         sink.stage(store, counters, reject),

@@ -48,6 +48,8 @@ export interface BuildObjectsOptions {
   skipIndexed: boolean;
   onFailed: (failed: FailedLine) => void;
   onSkipped?: (n: number) => void;
+  /** Result lines mapped to their string (each becomes one object per field the string occurs in). */
+  onMapped?: (n: number) => void;
 }
 
 /**
@@ -66,17 +68,20 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
         .then(async (found) => {
           const buckets = new Map(crcs.map((c, i) => [c, found[i]]));
           const objects: EntityObject[] = [];
+          let mapped = 0;
           for (const r of batch.ok) {
             const entry = buckets.get(r.crc)?.find((e) => e.id === r.id);
             if (!entry) {
               options.onFailed({ file: r.file, line: r.line, customId: r.customId, code: 'unknown_custom_id', reason: 'no string with this custom_id in the work directory', retryable: false });
               continue;
             }
+            mapped++;
             const hash = hashValue(entry.t);
             for (const [field, frequency] of Object.entries(store.frequencies(entry))) {
               objects.push({ uuid: objectUuid(hash, field), properties: { original_string: entry.t, hash_value: hash, field_type: field, frequency }, vector: r.vector, stringId: entry.id, field });
             }
           }
+          options.onMapped?.(mapped);
           if (!options.skipIndexed || !objects.length) return objects;
           const done = await store.areIndexed(objects.map((o) => [o.stringId, o.field]));
           const rest = objects.filter((_, i) => !done[i]);

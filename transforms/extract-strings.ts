@@ -1,6 +1,6 @@
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
-import { UsageError } from '../src/errors.js';
+import { InputError, UsageError } from '../src/errors.js';
 import { countSkip, type CsvRecord, type IngestCounters } from '../src/types.js';
 
 export interface ExtractOptions {
@@ -73,6 +73,11 @@ export function extractStrings(options: ExtractOptions): Transform {
         }
       }
       callback(null, out.texts.length ? out : undefined);
+    },
+    flush(callback) {
+      // An empty file has no header to say which columns are which: most likely the wrong file, or one cut short.
+      if (!columnIndexes) return callback(new InputError('INPUT_EMPTY', options.file, undefined, 'the file is empty: no header row (input.header: true expects one)'));
+      callback();
     },
   });
 }

@@ -32,6 +32,9 @@ export function parseCsv(options: ParseCsvOptions): Parser {
     quote: options.quote,
     escape: options.escape,
     bom: true,
+    // Both line ends, in any mix: files joined from several sources often have some of each, and csv-parse would
+    // otherwise take the first line's for the whole file and read the other as part of a field.
+    record_delimiter: ['\r\n', '\n'],
     skip_empty_lines: true,
     relax_column_count: false,
     relax_quotes: false,

@@ -119,7 +119,12 @@ export const queryCommand: CommandModule<CommonArgs, QueryArgs> = {
     const api = await openApi(config, { simulate: args.simulate });
     let vector: number[];
     try {
-      const res = await api.client.embeddings.create({ model: config.model, input: String(args.text), encoding_format: 'base64', ...(config.dimensions ? { dimensions: config.dimensions } : {}) });
+      const { apiError } = await import('../openai.js');
+      const res = await api.client.embeddings
+        .create({ model: config.model, input: String(args.text), encoding_format: 'base64', ...(config.dimensions ? { dimensions: config.dimensions } : {}) })
+        .catch((err: unknown) => {
+          throw apiError(err, 'embedding the query');
+        });
       // The SDK decodes base64 itself when it asked for it; accept either form.
       const v = toVector(res.data[0]?.embedding);
       if (typeof v === 'string') throw new UsageError('QUERY', `the embeddings endpoint returned no usable vector: ${v}`);
@@ -150,7 +155,7 @@ export function printIndexSummary(s: IndexSummary): void {
   log.info(
     [
       `indexed ${s.files} file(s) into ${s.sink}`,
-      `  result lines       ${num(s.lines)}`,
+      `  result lines       ${num(s.lines)}: ${num(s.embeddedLines)} embedded, ${num(s.lines - s.embeddedLines)} failed`,
       `  objects            ${num(s.objects)} sent, ${num(s.acked)} acknowledged${s.rejected ? `, ${num(s.rejected)} rejected` : ''}${s.alreadyIndexed ? ` (${num(s.alreadyIndexed)} already indexed, skipped)` : ''}`,
       failed ? `  failed lines       ${failed} (in ${s.rejectsFile})` : '',
       s.requestRetries || s.objectRetries ? `  retries            ${num(s.requestRetries)} request(s), ${num(s.objectRetries)} object(s)` : '',

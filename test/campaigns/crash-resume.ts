@@ -1,0 +1,155 @@
+/**
+ * Campaign 1, crash-resume: the whole pipeline (prepare, submit, poll, download, index into Weaviate) against the
+ * simulator, SIGKILLed at random moments and rerun each time until done, compared with an uninterrupted run.
+ *
+ *   node dist/test/campaigns/crash-resume.js [--rows 25000] [--kills 50] [--seed 7]
+ *
+ * Needs a Weaviate server: WEAVIATE_URL, or one built and started for the run (see README, "Tests").
+ */
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ROOT } from '../helpers.js';
+import { weaviateForTests, type WeaviateTarget } from '../weaviate-support.js';
+import { apiAccounting, catalogFile, cliEnv, compareCollections, connect, mulberry32, runCli, simulator, stageOf } from './harness.js';
+
+export interface CrashResumeOptions {
+  rows: number;
+  /** Kills to aim for; the campaign keeps killing with the same spread until at least this many. */
+  kills: number;
+  seed: number;
+  dir: string;
+  weaviate: WeaviateTarget;
+  log?: (line: string) => void;
+}
+
+export interface CrashResumeFigures {
+  strings: number;
+  objects: number;
+  killPoints: number;
+  killsByStage: Record<string, number>;
+  reruns: number;
+  objectsLost: number;
+  objectsDuplicated: number;
+  objectsDiffering: number;
+  duplicateBatches: number;
+  extraRequests: number;
+  batchesClean: number;
+  batchesCrashed: number;
+  seconds: number;
+}
+
+export async function crashResume(o: CrashResumeOptions): Promise<CrashResumeFigures> {
+  const started = Date.now();
+  const log = o.log ?? (() => {});
+  const rnd = mulberry32(o.seed);
+  rmSync(o.dir, { recursive: true, force: true });
+  const csv = await catalogFile(o.dir, o.rows);
+  const collections = { clean: `CrashClean${o.seed}`, crashed: `CrashKilled${o.seed}` };
+  const client = await connect(o.weaviate);
+  for (const c of Object.values(collections)) await client.collections.delete(c).catch(() => {});
+  const simClean = await simulator(path.join(o.dir, 'sim-clean'));
+  const simCrash = await simulator(path.join(o.dir, 'sim-crash'));
+  try {
+    // The reference: one uninterrupted run.
+    const cleanWork = path.join(o.dir, 'work-clean');
+    const envClean = cliEnv(simClean, o.weaviate, collections.clean);
+    const t0 = Date.now();
+    const p = await runCli(['prepare', csv, '--work-dir', cleanWork, '--json'], { env: envClean });
+    if (p.code !== 0) throw new Error(`clean prepare failed: ${p.stderr}`);
+    const prepareMs = Date.now() - t0;
+    const strings = JSON.parse(p.stdout).newStrings as number;
+    const clean = await runCli(['run', '--wait', '--work-dir', cleanWork, '--json'], { env: envClean });
+    if (clean.code !== 0) throw new Error(`clean run failed: ${clean.stderr}`);
+    const runMs = Date.now() - t0 - prepareMs;
+    log(`clean run: ${strings} strings, prepare ${prepareMs} ms, the rest ${runMs} ms`);
+
+    // The same work, killed at random moments: first prepare (a fifth of the kills), then run.
+    const work = path.join(o.dir, 'work-crashed');
+    const env = cliEnv(simCrash, o.weaviate, collections.crashed);
+    const killsByStage: Record<string, number> = {};
+    let killPoints = 0;
+    let reruns = 0;
+    const attempt = async (args: string[], maxDelayMs: number): Promise<boolean> => {
+      const stage = await stageOf(work).catch(() => 'prepare' as const);
+      const delay = 50 + rnd() * maxDelayMs;
+      const r = await runCli([...args, '--work-dir', work, '--json'], { env, killAfterMs: delay });
+      reruns++;
+      if (r.killed) {
+        killPoints++;
+        killsByStage[stage] = (killsByStage[stage] ?? 0) + 1;
+        return false;
+      }
+      if (r.code !== 0) throw new Error(`${args[0]} exited ${r.code} (not killed): ${r.stderr.slice(-2000)}`);
+      return true;
+    };
+    const prepareKills = Math.ceil(o.kills / 5);
+    for (let i = 0; i < prepareKills; i++) if (await attempt(['prepare', csv], 0.9 * prepareMs)) break;
+    await attempt(['prepare', csv], 600_000);
+    // Spread the rest over the run: each try lives for a random part of what the clean run took, so kills land all
+    // along it; a try that keeps dying at the same step gets longer to make progress.
+    const runKills = Math.max(o.kills - killPoints, 1);
+    let window = Math.max(400, runMs / (2 * runKills));
+    for (let stuck = 0; ; ) {
+      const before = await stageOf(work);
+      if (await attempt(['run', '--wait'], killPoints >= o.kills ? 600_000 : window)) break;
+      if ((await stageOf(work)) === before) stuck++;
+      else stuck = 0;
+      if (stuck >= 4) {
+        window *= 1.5;
+        stuck = 0;
+      }
+    }
+    log(`crashed run done after ${killPoints} kills and ${reruns} runs: ${JSON.stringify(killsByStage)}`);
+
+    const cmp = await compareCollections(client, collections.clean, collections.crashed);
+    for (const sample of cmp.samples) log(`differs: ${sample}`);
+    const apiClean = await apiAccounting(simClean);
+    const apiCrash = await apiAccounting(simCrash);
+    return {
+      strings,
+      objects: cmp.expected,
+      killPoints,
+      killsByStage,
+      reruns,
+      objectsLost: cmp.lost,
+      objectsDuplicated: cmp.extra,
+      objectsDiffering: cmp.differing,
+      duplicateBatches: apiCrash.duplicateBatches,
+      extraRequests: apiCrash.lines - apiClean.lines,
+      batchesClean: apiClean.batches,
+      batchesCrashed: apiCrash.batches,
+      seconds: (Date.now() - started) / 1000,
+    };
+  } finally {
+    await simClean.close();
+    await simCrash.close();
+    for (const c of Object.values(collections)) await client.collections.delete(c).catch(() => {});
+    await client.close();
+  }
+}
+
+export function flag(args: string[], name: string, dflt: number): number {
+  const i = args.indexOf(name);
+  return i === -1 ? dflt : Number(args[i + 1]);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const args = process.argv.slice(2);
+  const server = await weaviateForTests();
+  if (server.target === undefined) throw new Error(server.skip);
+  const target = server.target;
+  try {
+    const figures = await crashResume({
+      rows: flag(args, '--rows', 25_000),
+      kills: flag(args, '--kills', 50),
+      seed: flag(args, '--seed', 7),
+      dir: path.join(ROOT, '.tmp', 'campaign-crash'),
+      weaviate: target,
+      log: (l) => console.error(l),
+    });
+    console.log(JSON.stringify(figures, null, 2));
+  } finally {
+    await target.release();
+  }
+}

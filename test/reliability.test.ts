@@ -1,0 +1,67 @@
+/**
+ * The reliability campaigns (test/campaigns/, figures in RELIABILITY.md) in small versions: the same code, fewer rows,
+ * kills and fuzz cases.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { badInput } from './campaigns/bad-input.js';
+import { crashResume } from './campaigns/crash-resume.js';
+import { faultRun } from './campaigns/faults.js';
+import { security, WEAVIATE_KEY } from './campaigns/security.js';
+import { tempDir } from './helpers.js';
+import { weaviateForTests } from './weaviate-support.js';
+
+// One server of this file's own, started with API-key auth: the security campaign needs it, and the faults campaign
+// stops and restarts it.
+const server = await weaviateForTests({ apiKey: WEAVIATE_KEY });
+after(() => server.target?.release());
+
+test('crash-resume: killed at random moments in every stage, the end state equals an uninterrupted run', { skip: server.skip }, async (t) => {
+  const f = await crashResume({ rows: 1000, kills: 10, seed: 5, dir: path.join(tempDir(t), 'c'), weaviate: server.target! });
+  assert.ok(f.killPoints >= 10, `${f.killPoints} kills`);
+  // Where the kills land depends on the machine's speed; the full campaign (RELIABILITY.md) shows the spread.
+  assert.ok(Object.keys(f.killsByStage).length >= 2, `kills in ${JSON.stringify(f.killsByStage)}`);
+  assert.ok(f.objects > 2000, `${f.objects} objects`);
+  assert.deepEqual(
+    { lost: f.objectsLost, duplicated: f.objectsDuplicated, differing: f.objectsDiffering, duplicateBatches: f.duplicateBatches, extraRequests: f.extraRequests },
+    { lost: 0, duplicated: 0, differing: 0, duplicateBatches: 0, extraRequests: 0 },
+  );
+});
+
+test('faults at 20% and Weaviate restarted while indexing: the run completes and no string is lost', { skip: server.skip }, async (t) => {
+  const f = await faultRun({ rate: 0.2, rows: 600, seed: 9, dir: path.join(tempDir(t), 'f'), weaviate: server.target!, restartWeaviate: true });
+  assert.ok(f.completed, `completed after ${f.attempts} attempt(s)`);
+  assert.ok(Object.values(f.faultsInjected).reduce((a, b) => a + b, 0) > 0, 'faults were injected');
+  assert.equal(f.weaviateRestarts, 1);
+  assert.equal(f.lost, 0);
+  assert.ok(f.embedded > 0.8 * f.strings, `${f.embedded} of ${f.strings} embedded`);
+  assert.equal(f.weaviateObjects, f.indexedMarks, 'Weaviate holds exactly the objects marked indexed');
+});
+
+test('bad input: every broken CSV and result file, and 30 mutated ones, end in a clear error or a recorded reject', async (t) => {
+  const f = await badInput({ dir: path.join(tempDir(t), 'b'), fuzz: 30, seed: 11 });
+  assert.deepEqual(f.defects, []);
+  const verdict = (name: string) => f.corpus.find((c) => c.case === name)?.verdict;
+  assert.equal(verdict('csv unterminated-quote (stop)'), 'clear_error');
+  assert.equal(verdict('csv ragged-rows (skip)'), 'reject_recorded');
+  assert.equal(verdict('csv empty-file (stop)'), 'clear_error');
+  assert.equal(verdict('csv 50mb-field (stop)'), 'reject_recorded');
+  assert.equal(verdict('csv bom-crlf-mixed (stop)'), 'ok', 'mixed line ends read as rows');
+  assert.equal(verdict('results nan-base64'), 'reject_recorded');
+  assert.equal(verdict('results duplicated-lines'), 'ok');
+  assert.equal(f.byVerdict.crash + f.byVerdict.hang + f.byVerdict.silent_loss + f.byVerdict.unclear_error, 0);
+});
+
+test('security: no key in any file or output, owner-only files, unsafe file ids refused, Weaviate API-key auth', { skip: server.skip }, async (t) => {
+  const f = await security({ dir: path.join(tempDir(t), 's'), weaviate: server.target! });
+  assert.ok(f.filesSearched >= 8 && f.commands >= 8, `${f.filesSearched} files, ${f.commands} commands`);
+  assert.deepEqual(f.keyFoundIn, []);
+  assert.deepEqual(f.notOwnerOnly, []);
+  assert.ok(f.badFileIdRefused, 'a file id that is a path is refused');
+  assert.ok(f.configWarning, 'a key in a world-readable config file draws a warning');
+  assert.ok(f.weaviateAuthIndexed > 0, 'indexed through API-key auth');
+  assert.ok(f.weaviateNoKeyClearError, 'no key: a clear error');
+  assert.ok(f.wrongOpenAiKeyClearError, 'wrong OpenAI key: a clear error without the key');
+  assert.equal(f.stackTraces, 0);
+});
