@@ -6,7 +6,7 @@
  *
  * Needs a Weaviate server: WEAVIATE_URL, or one built and started for the run (see README, "Tests").
  */
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ROOT } from '../helpers.js';
@@ -70,10 +70,19 @@ export async function crashResume(o: CrashResumeOptions): Promise<CrashResumeFig
     const killsByStage: Record<string, number> = {};
     let killPoints = 0;
     let reruns = 0;
-    const attempt = async (args: string[], maxDelayMs: number): Promise<boolean> => {
-      const stage = await stageOf(work).catch(() => 'prepare' as const);
+    const resultsDir = path.join(work, 'results');
+    const downloading = () => {
+      try {
+        return readdirSync(resultsDir).some((n) => n.endsWith('.partial'));
+      } catch {
+        return false;
+      }
+    };
+    const attempt = async (args: string[], maxDelayMs: number, inDownload = false): Promise<boolean> => {
+      const stage = inDownload ? 'download' : await stageOf(work).catch(() => 'prepare' as const);
       const delay = 50 + rnd() * maxDelayMs;
-      const r = await runCli([...args, '--work-dir', work, '--json'], { env, killAfterMs: delay });
+      // A download is over in well under a second here: to land kills in it, some tries die the moment one starts.
+      const r = await runCli([...args, '--work-dir', work, '--json'], { env, ...(inDownload ? { killWhen: downloading, killAfterMs: 600_000 } : { killAfterMs: delay }) });
       reruns++;
       if (r.killed) {
         killPoints++;
@@ -86,13 +95,17 @@ export async function crashResume(o: CrashResumeOptions): Promise<CrashResumeFig
     const prepareKills = Math.ceil(o.kills / 5);
     for (let i = 0; i < prepareKills; i++) if (await attempt(['prepare', csv], 0.9 * prepareMs)) break;
     await attempt(['prepare', csv], 600_000);
-    // Spread the rest over the run: each try lives for a random part of what the clean run took, so kills land all
-    // along it; a try that keeps dying at the same step gets longer to make progress.
+    // Spread the rest over the run: each try lives for a random part of a window sized from the clean run, so kills
+    // land all along it; a try that keeps dying at the same step gets longer to make progress. Every fourth try while
+    // batches run or wait to be downloaded dies as soon as a download starts.
     const runKills = Math.max(o.kills - killPoints, 1);
-    let window = Math.max(400, runMs / (2 * runKills));
-    for (let stuck = 0; ; ) {
+    let window = Math.max(300, runMs / (3 * runKills));
+    let downloadKills = 0;
+    for (let stuck = 0, tries = 0; ; tries++) {
       const before = await stageOf(work);
-      if (await attempt(['run', '--wait'], killPoints >= o.kills ? 600_000 : window)) break;
+      const aimAtDownload = killPoints < o.kills && downloadKills < Math.ceil(o.kills / 10) && (before === 'poll' || before === 'download') && tries % 4 === 3;
+      if (aimAtDownload) downloadKills++;
+      if (await attempt(['run', '--wait'], killPoints >= o.kills ? 600_000 : window, aimAtDownload)) break;
       if ((await stageOf(work)) === before) stuck++;
       else stuck = 0;
       if (stuck >= 4) {

@@ -57,8 +57,11 @@ export interface Outcome {
   ms: number;
 }
 
-/** Runs the CLI; SIGKILLs it after `killAfterMs` (a crash) or after `hangMs` (counted as a hang). */
-export function runCli(args: string[], opts: { env: Record<string, string>; killAfterMs?: number; hangMs?: number; input?: string }): Promise<Outcome> {
+/**
+ * Runs the CLI; SIGKILLs it after `killAfterMs` or as soon as `killWhen` (polled every 20 ms) says so (a crash), or
+ * after `hangMs` (counted as a hang).
+ */
+export function runCli(args: string[], opts: { env: Record<string, string>; killAfterMs?: number; killWhen?: () => boolean; hangMs?: number; input?: string }): Promise<Outcome> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('EMBATCH_') && !k.startsWith('OPENAI_') && !k.startsWith('WEAVIATE_')) env[k] = v;
   const started = Date.now();
@@ -72,13 +75,16 @@ export function runCli(args: string[], opts: { env: Record<string, string>; kill
     child.stderr.on('data', (d) => (stderr += d));
     child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
+    const kill = () => ((killed = true), child.kill('SIGKILL'));
     const timers = [
-      opts.killAfterMs !== undefined ? setTimeout(() => ((killed = true), child.kill('SIGKILL')), opts.killAfterMs) : undefined,
+      opts.killAfterMs !== undefined ? setTimeout(kill, opts.killAfterMs) : undefined,
       setTimeout(() => ((hung = true), child.kill('SIGKILL')), opts.hangMs ?? 300_000),
     ];
+    const watch = opts.killWhen ? setInterval(() => opts.killWhen!() && kill(), 20) : undefined;
     child.on('error', reject);
     child.on('close', (code, signal) => {
       for (const t of timers) clearTimeout(t);
+      clearInterval(watch);
       resolve({ code, signal, stdout, stderr, killed: killed && signal === 'SIGKILL', hung, ms: Date.now() - started });
     });
   });
