@@ -87,3 +87,16 @@ test('parseResults: an over-long line is reported with its number and the lines 
   assert.match(got[1]!.corrupt ?? '', /longer than/);
   assert.deepEqual(got[2]!.json, { a: 2 });
 });
+
+test('decodeLine keeps the base64 text for the sink only when it is exactly the canonical encoding', () => {
+  const v = new Float32Array([0.5, -0.25, 1e-7, 3.5, 2]); // 20 bytes: padded base64
+  const b64 = float32ToBase64(v);
+  const line = (embedding: string) => decodeLine({ file: 'f', line: 1, json: { custom_id: '0000abcd_person_5', response: { status_code: 200, body: { data: [{ embedding }] } } } }, 5) as { base64?: string; vector?: Float32Array };
+  assert.equal(line(b64).base64, b64);
+  // The decoder skips characters outside the alphabet: the vector is the same, the text must not be copied as is.
+  for (const odd of [b64.slice(0, 4) + '\n' + b64.slice(4), b64.slice(0, 4) + '"' + b64.slice(4), b64.slice(0, -1) + '\u0001', b64.replace(/=+$/, '')]) {
+    const r = line(odd);
+    if (r.vector) assert.deepEqual(r.vector, v);
+    assert.equal(r.base64, undefined, JSON.stringify(odd));
+  }
+});

@@ -11,6 +11,8 @@ export interface EntityObject {
   uuid: string;
   properties: EntityProperties;
   vector: Float32Array;
+  /** The vector's base64 text as received, when canonical: the JSONL sink writes it without encoding again. */
+  vectorBase64?: string;
   /** The string's id in the work directory, and the field, for marking it indexed. */
   stringId: number;
   field: string;
@@ -78,7 +80,7 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
             mapped++;
             const hash = hashValue(entry.t);
             for (const [field, frequency] of Object.entries(store.frequencies(entry))) {
-              objects.push({ uuid: objectUuid(hash, field), properties: { original_string: entry.t, hash_value: hash, field_type: field, frequency }, vector: r.vector, stringId: entry.id, field });
+              objects.push({ uuid: objectUuid(hash, field), properties: { original_string: entry.t, hash_value: hash, field_type: field, frequency }, vector: r.vector, vectorBase64: r.base64, stringId: entry.id, field });
             }
           }
           options.onMapped?.(mapped);

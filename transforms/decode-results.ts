@@ -12,6 +12,8 @@ export interface DecodedResult {
   id: number;
   crc: string;
   vector: Float32Array;
+  /** The embedding's base64 text as received, when it was base64 in canonical form (a sink may write it as is). */
+  base64?: string;
 }
 
 /** A line that produced no vector, and why; `retryable` lines go back to the retry command. */
@@ -82,7 +84,20 @@ export function decodeLine(l: ParsedLine, dimensions: number | null): DecodedRes
   if (typeof vector === 'string') return fail(customId, 'bad_embedding', vector);
   if (dimensions !== null && vector.length !== dimensions) return fail(customId, 'wrong_dimensions', `embedding has ${vector.length} dimensions, expected ${dimensions}`);
   for (let i = 0; i < vector.length; i++) if (!Number.isFinite(vector[i]!)) return fail(customId, 'not_finite', `embedding value ${i} is ${vector[i]}`);
-  return { file: l.file, line: l.line, customId, id: parsed.id, crc: parsed.crc, vector };
+  const embedding = data[0]!.embedding;
+  const base64 = typeof embedding === 'string' && isCanonicalBase64(embedding, vector.byteLength) ? embedding : undefined;
+  return { file: l.file, line: l.line, customId, id: parsed.id, crc: parsed.crc, vector, ...(base64 ? { base64 } : {}) };
+}
+
+const BASE64_CHAR = /^[A-Za-z0-9+/=]{2}$/;
+
+/**
+ * The text is exactly what encoding `bytes` bytes gives: its length is the canonical one and it decoded to that many
+ * bytes (a character outside the alphabet is skipped by the decoder, so it would leave fewer), and the padding
+ * positions hold alphabet characters. Such a text can be written into JSON as it is.
+ */
+function isCanonicalBase64(text: string, bytes: number): boolean {
+  return text.length === Math.ceil(bytes / 3) * 4 && BASE64_CHAR.test(text.slice(-2));
 }
 
 /** float arrays and base64 (little-endian float32) both become a Float32Array; anything else is an error text. */

@@ -12,7 +12,7 @@ import type { EntityObject } from './build-objects.js';
  * default), or a float array. Printing 1,536 floats as text costs more than everything else per object together.
  */
 export function writeObjectsJsonl(out: NodeJS.WritableStream, format: 'float' | 'base64', onWritten: (objects: EntityObject[]) => Promise<void>): Writable {
-  const vectorText = format === 'base64' ? (v: Float32Array) => `"${float32ToBase64(v)}"` : (v: Float32Array) => `[${v.join(',')}]`;
+  const vectorText = format === 'base64' ? (o: EntityObject) => `"${o.vectorBase64 ?? float32ToBase64(o.vector)}"` : (o: EntityObject) => `[${o.vector.join(',')}]`;
   return new Writable({
     ...BATCH_STREAM,
     write(objects: EntityObject[], _enc, callback) {
@@ -22,7 +22,7 @@ export function writeObjectsJsonl(out: NodeJS.WritableStream, format: 'float' | 
       let bytes = 0;
       for (const o of objects) {
         const head = `{"uuid":"${o.uuid}","properties":${JSON.stringify(o.properties)},"vector":`;
-        const vector = vectorText(o.vector);
+        const vector = vectorText(o);
         parts.push(head, vector);
         bytes += Buffer.byteLength(head) + vector.length + 2; // the vector text is ASCII
       }
