@@ -1,28 +1,25 @@
 /**
  * `prepare`: CSV (file or stdin) to deduplicated Batch API request files, in constant memory. Nothing is sent anywhere.
  *
- *   bytes -> count -> decode -> parse CSV -> batch rows -> extract strings -> dedup (LevelDB) -> count tokens (worker)
- *         -> guard token limit -> format request lines -> write rolling request files
+ *   main thread:   bytes -> count -> decode -> parse CSV -> batch rows -> extract strings -> (to the ingest worker)
+ *   ingest worker: dedup (LevelDB) -> count tokens (token worker) -> guard token limit -> format request lines
+ *                  -> write rolling request files                                           (src/ingest-worker.ts)
  */
 import { createReadStream, createWriteStream, statSync, type WriteStream } from 'node:fs';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { Worker } from 'node:worker_threads';
 import { batchItems } from '../transforms/batch-items.js';
 import { countBytes } from '../transforms/count-bytes.js';
-import { countTokens } from '../transforms/count-tokens.js';
 import { decodeText } from '../transforms/decode-text.js';
-import { dedupStrings } from '../transforms/dedup-strings.js';
-import { extractStrings } from '../transforms/extract-strings.js';
-import { formatRequests } from '../transforms/format-requests.js';
-import { guardTokens } from '../transforms/guard-tokens.js';
+import { extractStrings, type ExtractedBatch } from '../transforms/extract-strings.js';
 import { parseCsv, type RejectedRow } from '../transforms/parse-csv.js';
-import { cleanRequestDir, writeRequestFiles } from '../transforms/write-request-files.js';
 import type { Config } from './config.js';
 import { InputError } from './errors.js';
+import { uncrossError, type IngestInput, type IngestOutput, type IngestWorkerData } from './ingest-worker.js';
 import { estimateCost } from './models.js';
 import { createProgress } from './progress.js';
-import { StateStore } from './store.js';
 import { newCounters, type IngestCounters } from './types.js';
 import { workPaths } from './workdir.js';
 
@@ -71,48 +68,48 @@ export async function prepare(config: Config, options: PrepareOptions): Promise<
     }
   }
 
-  const store = await StateStore.open(config.work_dir);
   const counters: IngestCounters = newCounters();
   let rejects: WriteStream | undefined;
-  const firstSeq = store.nextSeq;
+  const worker = startIngestWorker({ config, source: fromStdin ? options.sourceName ?? 'stdin' : file });
   try {
-    await cleanRequestDir(paths.requests, store.nextSeq);
-    const run = await store.beginRun(fromStdin ? options.sourceName ?? 'stdin' : file);
+    const { run } = await worker.ready;
     const source = fromStdin ? options.stdin ?? process.stdin : createReadStream(file, { highWaterMark: 64 * 1024 });
     const progress = createProgress({ label: 'prepare', total: size, unit: 'bytes', enabled: options.showProgress });
     const onReject = (reject: RejectedRow) => {
       counters.rowsRejected++;
       rejects ??= createWriteStream(paths.rejects, { flags: 'a', mode: 0o600 });
-      rejects.write(JSON.stringify({ run: run.id, ...reject }) + '\n');
+      rejects.write(JSON.stringify({ run, ...reject }) + '\n');
     };
 
-    await pipeline(
-      source,
-      countBytes((bytes) => progress.update(bytes, `${counters.newStrings.toLocaleString('en-US')} new strings`)),
-      decodeText(file, config.input.encoding),
-      parseCsv({ file, delimiter: config.input.delimiter, quote: config.input.quote, escape: config.input.escape, onMalformedRow: config.input.on_malformed_row, onReject }),
-      batchItems(ROWS_PER_BATCH),
-      extractStrings({
-        file,
-        embedFields: config.embed_fields,
-        columns: config.input.columns,
-        header: config.input.header,
-        nullValues: config.input.null_values,
-        normalize: config.input.normalize,
-        trim: config.input.trim,
-        counters,
-      }),
-      dedupStrings({ store, run: run.id, source: run.source, embedFields: config.embed_fields, counters }),
-      countTokens({ limit: config.max_input_tokens }),
-      guardTokens({ limit: config.max_input_tokens, policy: config.over_long_inputs, counters }),
-      formatRequests({ model: config.model, encodingFormat: config.encoding_format, dimensions: config.dimensions }),
-      writeRequestFiles({ store, dir: paths.requests, maxLines: Math.min(config.max_requests_per_file, config.batch_embedding_size), maxBytes: config.max_file_bytes, model: config.model, run: run.id, counters }),
-    );
+    try {
+      await pipeline(
+        source,
+        countBytes((bytes) => progress.update(bytes, `${worker.newStrings().toLocaleString('en-US')} new strings`)),
+        decodeText(file, config.input.encoding),
+        parseCsv({ file, delimiter: config.input.delimiter, quote: config.input.quote, escape: config.input.escape, onMalformedRow: config.input.on_malformed_row, onReject }),
+        batchItems(ROWS_PER_BATCH),
+        extractStrings({
+          file,
+          embedFields: config.embed_fields,
+          columns: config.input.columns,
+          header: config.input.header,
+          nullValues: config.input.null_values,
+          normalize: config.input.normalize,
+          trim: config.input.trim,
+          counters,
+        }),
+        worker.sink,
+      );
+    } catch (err) {
+      // The input failed: the worker stops too (keeping what it committed), then the input's error is the one shown.
+      await worker.abort();
+      throw err;
+    }
+    const done = await worker.done;
     progress.stop();
-    await store.finishRun(run);
+    for (const key of ['distinct', 'known', 'newStrings', 'requestLines', 'tokens', 'files'] as const) counters[key] += done.counters[key];
+    for (const [reason, n] of Object.entries(done.counters.skipped)) counters.skipped[reason] = (counters.skipped[reason] ?? 0) + n;
 
-    const filesWritten: string[] = [];
-    for await (const f of store.requestFiles(firstSeq)) filesWritten.push(path.join(paths.requests, f.name));
     const cost = estimateCost(config.model, counters.tokens);
     return {
       input: file,
@@ -124,7 +121,7 @@ export async function prepare(config: Config, options: PrepareOptions): Promise<
       newStrings: counters.newStrings,
       skipped: counters.skipped,
       requestLines: counters.requestLines,
-      filesWritten,
+      filesWritten: done.filesWritten,
       tokens: counters.tokens,
       estimatedCostUsd: { batch: cost.batchUsd, realtime: cost.realtimeUsd },
       rejectsFile: counters.rowsRejected ? paths.rejects : null,
@@ -135,6 +132,86 @@ export async function prepare(config: Config, options: PrepareOptions): Promise<
   } finally {
     const r = rejects as WriteStream | undefined;
     if (r) await new Promise<void>((resolve) => r.end(resolve));
-    await store.close();
+    await worker.terminate();
   }
+}
+
+interface IngestWorker {
+  ready: Promise<{ run: number }>;
+  /** The last stage of the main thread's pipeline: hands batches over as the worker asks for them. */
+  sink: Writable;
+  /** Settles when the worker has written and committed everything. */
+  done: Promise<{ counters: IngestCounters; filesWritten: string[] }>;
+  newStrings(): number;
+  abort(): Promise<void>;
+  terminate(): Promise<void>;
+}
+
+function startIngestWorker(data: IngestWorkerData): IngestWorker {
+  const worker = new Worker(new URL('./ingest-worker.js', import.meta.url), { workerData: data });
+  const send = (m: IngestInput) => worker.postMessage(m);
+  let wanted = 0;
+  let newStrings = 0;
+  let held: { batch: ExtractedBatch; callback: (err?: Error | null) => void } | undefined;
+  let failure: Error | undefined;
+  let settleReady!: { resolve: (v: { run: number }) => void; reject: (e: Error) => void };
+  let settleDone!: { resolve: (v: { counters: IngestCounters; filesWritten: string[] }) => void; reject: (e: Error) => void };
+  const ready = new Promise<{ run: number }>((resolve, reject) => (settleReady = { resolve, reject }));
+  const done = new Promise<{ counters: IngestCounters; filesWritten: string[] }>((resolve, reject) => (settleDone = { resolve, reject }));
+  done.catch(() => {}); // awaited by prepare; this only keeps an early failure from being "unhandled"
+  const fail = (err: Error) => {
+    failure ??= err;
+    settleReady.reject(err);
+    settleDone.reject(err);
+    const h = held;
+    held = undefined;
+    h?.callback(err);
+  };
+  worker.on('message', (m: IngestOutput) => {
+    if ('ready' in m) settleReady.resolve(m.ready);
+    else if ('want' in m) {
+      newStrings = m.newStrings;
+      if (!held) return void wanted++;
+      const { batch, callback } = held;
+      held = undefined;
+      send({ batch });
+      callback();
+    } else if ('done' in m) settleDone.resolve(m.done);
+    else fail(uncrossError(m.error));
+  });
+  worker.on('error', (err) => fail(new Error(`the ingest worker failed: ${err.message}`, { cause: err })));
+  worker.on('exit', () => fail(new Error('the ingest worker stopped unexpectedly')));
+
+  const sink = new Writable({
+    objectMode: true,
+    highWaterMark: 1,
+    write(batch: ExtractedBatch, _enc, callback) {
+      if (failure) return callback(failure);
+      if (wanted > 0) {
+        wanted--;
+        send({ batch });
+        callback();
+      } else held = { batch, callback };
+    },
+    final(callback) {
+      if (failure) return callback(failure);
+      send({ end: true });
+      // The main pipeline is done when the worker has stored and written everything.
+      done.then(() => callback(), callback);
+    },
+  });
+  return {
+    ready,
+    sink,
+    done,
+    newStrings: () => newStrings,
+    abort: async () => {
+      if (failure) return;
+      send({ abort: true });
+      await done.catch(() => {});
+    },
+    terminate: async () => {
+      await worker.terminate();
+    },
+  };
 }

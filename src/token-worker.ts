@@ -4,7 +4,7 @@
  * such as "<|endoftext|>" is counted as ordinary text, which is what the embeddings endpoint does with it.
  */
 import { countTokens, isWithinTokenLimit } from 'gpt-tokenizer/encoding/cl100k_base';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 
 export interface TokenRequest {
   seq: number;
@@ -27,7 +27,8 @@ export function countWithin(text: string, limit: number): number {
   return n === false ? -1 : n;
 }
 
-parentPort?.on('message', (req: TokenRequest) => {
+// Other modules (and other workers) import countWithin from here; only the token worker answers messages.
+if ((workerData as { tokenWorker?: boolean } | null)?.tokenWorker) parentPort?.on('message', (req: TokenRequest) => {
   const counts = new Int32Array(req.texts.length);
   for (let i = 0; i < req.texts.length; i++) counts[i] = countWithin(req.texts[i]!, req.limit);
   parentPort!.postMessage({ seq: req.seq, counts } satisfies TokenReply, [counts.buffer]);

@@ -16,7 +16,7 @@ export interface CountTokensOptions {
  * most `inFlight` wait in the worker at once, so a slow tokenizer slows the source instead of filling memory.
  */
 export function countTokens(options: CountTokensOptions): Transform {
-  const worker = new Worker(new URL('../src/token-worker.js', import.meta.url));
+  const worker = new Worker(new URL('../src/token-worker.js', import.meta.url), { workerData: { tokenWorker: true } });
   worker.unref();
   const pending = new Map<number, (reply: TokenReply) => void>();
   let workerError: Error | undefined;
