@@ -114,7 +114,7 @@ export interface IndexInput {
  * Indexes result files one after another into one sink. With skipIndexed (the index command), objects Weaviate
  * already acknowledged are not sent again, so a rerun after a failure goes on from where it stopped.
  */
-export async function indexFiles(config: Config, store: StateStore, inputs: IndexInput[], spec: SinkSpec, opts: { skipIndexed: boolean; afterFile?: (input: IndexInput) => Promise<void> }): Promise<IndexSummary> {
+export async function indexFiles(config: Config, store: StateStore, inputs: Iterable<IndexInput> | AsyncIterable<IndexInput>, spec: SinkSpec, opts: { skipIndexed: boolean; afterFile?: (input: IndexInput) => Promise<void> }): Promise<IndexSummary> {
   const started = performance.now();
   const paths = workPaths(config.work_dir);
   const counters = newUpsertCounters();
@@ -142,7 +142,7 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
   const sink = await openSink(spec, config);
   summary.sink = sink.label;
   try {
-    for (const input of inputs) {
+    for await (const input of inputs) {
       const source = input.path === '-' ? input.stdin ?? process.stdin : createReadStream(input.path, { highWaterMark: 256 * 1024 });
       const name = input.path === '-' ? '<stdin>' : input.path;
       let lines = 0;
@@ -186,14 +186,22 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Inde
   return summary;
 }
 
-/** Indexes every downloaded result file not indexed yet; marks each file when all of it is acknowledged. */
+/**
+ * Indexes every downloaded result file not indexed yet; marks each file when all of it is acknowledged. The files are
+ * found as indexing goes (never listed whole: a work directory may hold thousands).
+ */
 export async function indexDownloaded(config: Config, store: StateStore, sink: string | undefined): Promise<IndexSummary | null> {
-  const inputs: Array<IndexInput & { seq: number }> = [];
   const dir = workPaths(config.work_dir).results;
-  for await (const [file, job] of store.requestFilesWithJobs()) {
-    if (job.state === 'downloaded' && job.outputFile && !job.indexed) inputs.push({ path: path.join(dir, job.outputFile), seq: file.seq });
-  }
-  if (!inputs.length) return null;
+  const pending = (async function* () {
+    for await (const [file, job] of store.requestFilesWithJobs())
+      if (job.state === 'downloaded' && job.outputFile && !job.indexed) yield { path: path.join(dir, job.outputFile), seq: file.seq };
+  })();
+  const first = await pending.next();
+  if (first.done) return null;
+  const inputs = (async function* () {
+    yield first.value;
+    yield* pending;
+  })();
   return indexFiles(config, store, inputs, parseSink(sink), {
     skipIndexed: true,
     afterFile: async (input) => {

