@@ -2,6 +2,7 @@
  * Ingest benchmark: `embatch prepare` against the csv-parse floor, measured in the same run on the same file.
  *
  *   node dist/bench/ingest.js [rows...] [--keep]      (default: 1000000 rows)
+ *   BENCH_SET='state_max_open_files=64' node dist/bench/ingest.js 1000000 4000000   (config for prepare, as --set)
  *
  * For each size: generates a catalog-shaped CSV (bench/gen-catalog), runs csv-parse alone (floor) and prepare into a
  * fresh work directory, each in its own process, and prints rows/s, MB/s, the ratio to the floor and peak RSS.
@@ -43,7 +44,8 @@ for (const rows of sizes) {
   const floor = JSON.parse(runNode(path.join(here, 'csv-floor.js'), [csv])) as Measure;
   const work = path.join(tmp, `work-${rows}`);
   rmSync(work, { recursive: true, force: true });
-  const summary = JSON.parse(runNode(path.join(root, 'dist', 'src', 'cli.js'), ['prepare', csv, '--work-dir', work, '--json', '--config', path.join(root, 'config.yml')]));
+  const extra = (process.env.BENCH_SET ?? '').split(/\s+/).filter(Boolean).flatMap((kv) => ['--set', kv]);
+  const summary = JSON.parse(runNode(path.join(root, 'dist', 'src', 'cli.js'), ['prepare', csv, '--work-dir', work, '--json', '--config', path.join(root, 'config.yml'), ...extra]));
   results.push({
     rows,
     mb,

@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   const paths = workPaths(config.work_dir);
   let store: StateStore | undefined;
   try {
-    store = await StateStore.open(config.work_dir);
+    store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
     const firstSeq = store.nextSeq;
     await cleanRequestDir(paths.requests, store.nextSeq);
     const run = await store.beginRun(source);

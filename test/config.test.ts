@@ -71,6 +71,7 @@ test('a bad value names the key and what is wrong', (t) => {
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { encoding_format: 'hex' } }), /encoding_format/);
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { model: 'text-embedding-ada-002', dimensions: 256 } }), /dimensions: is not supported/);
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { 'input.header': false } }), /input\.columns: is required/);
+  rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { state_max_open_files: 8 } }), /state_max_open_files/);
 });
 
 test('a missing --config file and broken YAML are usage errors', (t) => {

@@ -26,7 +26,7 @@ const lifecycle = () => import('../batches.js');
 async function withCtx<T>(args: ApiArgs, config: Config, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
   const { StateStore } = await import('../store.js');
   const { openApi } = await import('../openai.js');
-  const store = await StateStore.open(config.work_dir);
+  const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
   try {
     const api = await openApi(config, { simulate: args.simulate });
     try {
@@ -281,7 +281,7 @@ export const simulateCommand: CommandModule<CommonArgs, CommonArgs & { port: num
 
 async function withStore<T>(config: Config, fn: (store: StateStore) => Promise<T>): Promise<T> {
   const { StateStore } = await import('../store.js');
-  const store = await StateStore.open(config.work_dir);
+  const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
   try {
     return await fn(store);
   } finally {

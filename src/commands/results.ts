@@ -21,7 +21,7 @@ export const indexCommand: CommandModule<CommonArgs, SinkArgs> = {
     const config = configFromArgs(args);
     const { StateStore } = await import('../store.js');
     const { indexDownloaded } = await import('../results.js');
-    const store = await StateStore.open(config.work_dir);
+    const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
     try {
       const s = await indexDownloaded(config, store, args.sink);
       if (args.json) printJson({ command: 'index', ...(s ?? { files: 0 }) });
@@ -60,7 +60,7 @@ export const replayCommand: CommandModule<CommonArgs, ReplayArgs> = {
       await prepare({ ...config, work_dir: tempDir }, { input: args['strings-from'], showProgress: false });
       storeDir = tempDir;
     }
-    const store = await StateStore.open(storeDir);
+    const store = await StateStore.open(storeDir, { maxOpenFiles: config.state_max_open_files });
     try {
       const s = await indexFiles(config, store, inputs, parseSink(args.sink), { skipIndexed: false });
       if (args.json) printJson({ command: 'replay', ...s });
