@@ -20,7 +20,7 @@ import { InputError } from './errors.js';
 import { uncrossError, type IngestInput, type IngestOutput, type IngestWorkerData } from './ingest-worker.js';
 import { estimateCost } from './models.js';
 import { createProgress } from './progress.js';
-import { newCounters, type IngestCounters } from './types.js';
+import { addCounters, newCounters, type IngestCounters } from './types.js';
 import { workPaths } from './workdir.js';
 
 /** Rows per batch after the parser: per-batch costs (LevelDB, worker messages) vanish at this size (streams-perf §2.5). */
@@ -107,8 +107,7 @@ export async function prepare(config: Config, options: PrepareOptions): Promise<
     }
     const done = await worker.done;
     progress.stop();
-    for (const key of ['distinct', 'known', 'newStrings', 'requestLines', 'tokens', 'files'] as const) counters[key] += done.counters[key];
-    for (const [reason, n] of Object.entries(done.counters.skipped)) counters.skipped[reason] = (counters.skipped[reason] ?? 0) + n;
+    addCounters(counters, done.counters);
 
     const cost = estimateCost(config.model, counters.tokens);
     return {

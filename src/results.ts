@@ -66,7 +66,7 @@ interface Sink {
 
 async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
   if (spec.kind === 'jsonl') {
-    const out: NodeJS.WritableStream = spec.path ? createWriteStream(spec.path, { flags: 'a', mode: 0o600, highWaterMark: 1 << 20 }) : process.stdout;
+    const out: NodeJS.WritableStream = spec.path ? createWriteStream(spec.path, { flags: 'a', mode: 0o600 }) : process.stdout;
     return {
       label: spec.path ? `jsonl:${spec.path}` : 'jsonl:stdout',
       stage: (_store, counters) =>

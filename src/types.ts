@@ -36,6 +36,14 @@ export function newCounters(): IngestCounters {
   return { rows: 0, rowsRejected: 0, stringsSeen: 0, distinct: 0, known: 0, newStrings: 0, skipped: {}, requestLines: 0, tokens: 0, files: 0 };
 }
 
+/** Adds the counts of `from` into `into` (the main thread and the ingest worker each count their own stages). */
+export function addCounters(into: IngestCounters, from: IngestCounters): void {
+  for (const key of Object.keys(from) as Array<keyof IngestCounters>) {
+    if (key === 'skipped') for (const [reason, n] of Object.entries(from.skipped)) countSkip(into, reason, n);
+    else into[key] += from[key];
+  }
+}
+
 export function countSkip(counters: IngestCounters, reason: string, n = 1): void {
   counters.skipped[reason] = (counters.skipped[reason] ?? 0) + n;
 }

@@ -113,13 +113,12 @@ export const queryCommand: CommandModule<CommonArgs, QueryArgs> = {
       .option('simulate', { type: 'boolean', default: false, describe: 'Embed with the built-in simulator' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { openApi } = await import('../openai.js');
+    const { openApi, apiError } = await import('../openai.js');
     const { toVector } = await import('../../transforms/decode-results.js');
     const { connectWeaviate, ensureCollection } = await import('../weaviate.js');
     const api = await openApi(config, { simulate: args.simulate });
     let vector: number[];
     try {
-      const { apiError } = await import('../openai.js');
       const res = await api.client.embeddings
         .create({ model: config.model, input: String(args.text), encoding_format: 'base64', ...(config.dimensions ? { dimensions: config.dimensions } : {}) })
         .catch((err: unknown) => {

@@ -11,8 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { hashEmbedding } from '../../src/simulator/embedding.js';
 import { float32ToBase64 } from '../../transforms/write-objects-jsonl.js';
 import { fixture, requestLines, ROOT } from '../helpers.js';
-import { flag } from './crash-resume.js';
-import { mulberry32, runCli, type Outcome } from './harness.js';
+import { flag, mulberry32, runCli, type Outcome } from './harness.js';
 
 export type Verdict = 'clear_error' | 'reject_recorded' | 'ok' | 'unclear_error' | 'crash' | 'hang' | 'silent_loss';
 

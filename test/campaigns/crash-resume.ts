@@ -11,7 +11,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ROOT } from '../helpers.js';
 import { weaviateForTests, type WeaviateTarget } from '../weaviate-support.js';
-import { apiAccounting, catalogFile, cliEnv, compareCollections, connect, mulberry32, runCli, simulator, stageOf } from './harness.js';
+import { apiAccounting, catalogFile, cliEnv, compareCollections, connect, flag, mulberry32, runCli, simulator, stageOf } from './harness.js';
 
 export interface CrashResumeOptions {
   rows: number;
@@ -129,7 +129,7 @@ export async function crashResume(o: CrashResumeOptions): Promise<CrashResumeFig
       objectsDuplicated: cmp.extra,
       objectsDiffering: cmp.differing,
       duplicateBatches: apiCrash.duplicateBatches,
-      extraRequests: apiCrash.lines - apiClean.lines,
+      extraRequests: apiCrash.extraRequests,
       batchesClean: apiClean.batches,
       batchesCrashed: apiCrash.batches,
       seconds: (Date.now() - started) / 1000,
@@ -142,10 +142,6 @@ export async function crashResume(o: CrashResumeOptions): Promise<CrashResumeFig
   }
 }
 
-export function flag(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : Number(args[i + 1]);
-}
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const args = process.argv.slice(2);

@@ -16,9 +16,8 @@ import { start, stop } from '../../scripts/weaviate.js';
 import { StateStore } from '../../src/store.js';
 import { ROOT } from '../helpers.js';
 import { weaviateForTests, type WeaviateTarget } from '../weaviate-support.js';
-import { flag } from './crash-resume.js';
 import OpenAI from 'openai';
-import { API_KEY, catalogFile, cliEnv, connect, runCli, simulator } from './harness.js';
+import { API_KEY, catalogFile, cliEnv, connect, flag, runCli, simulator } from './harness.js';
 
 export interface FaultRunFigures {
   rate: number;
