@@ -110,7 +110,7 @@ export const configSchema = z
     max_file_bytes: z.number().int().min(1024).max(209_715_200).default(200_000_000),
     input: inputSchema.default(() => inputSchema.parse({})),
     // LevelDB maps up to this many of its table files into memory; fewer caps the state store's share of RSS (the
-    // mapped pages) at the cost of speed (BENCHMARKS.md: at 64, a 1M-row prepare ~10% slower, a 4M-row one 2.2x).
+    // mapped pages) at the cost of speed (BENCHMARKS.md: at 64, a 1M-row prepare as fast, a 4M-row one 1.5x, RSS +5.6%).
     state_max_open_files: z.number().int().min(16).max(100_000).default(1000),
 
     // OpenAI and the batch lifecycle.

@@ -2,10 +2,10 @@
  * Worker thread: the store side of `prepare` (dedup against LevelDB, token counts, the token guard, request lines and
  * rolling request files), so it runs on the machine's second core while the main thread reads and parses the CSV.
  * The worker opens the work directory's store and holds it for the whole run (LevelDB allows one opener), and pulls
- * batches of extracted strings from the main thread only as fast as it stores them: memory stays bounded.
+ * batches of distinct strings from the main thread only as fast as it stores them: memory stays bounded.
  *
  *   main thread: bytes -> decode -> parse CSV -> batch rows -> extract strings --(batches)--> this worker:
- *   dedup (LevelDB) -> count tokens (token worker) -> guard token limit -> format request lines -> write request files
+ *   dedup (LevelDB) -> count tokens (exact where they decide) -> guard token limit -> format request lines -> write request files
  */
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { countTokens } from '../transforms/count-tokens.js';
 import { dedupStrings } from '../transforms/dedup-strings.js';
-import type { ExtractedBatch } from '../transforms/extract-strings.js';
+import type { DistinctBatch } from '../transforms/aggregate-strings.js';
 import { formatRequests } from '../transforms/format-requests.js';
 import { guardTokens } from '../transforms/guard-tokens.js';
 import { cleanRequestDir, writeRequestFiles } from '../transforms/write-request-files.js';
@@ -29,7 +29,7 @@ export interface IngestWorkerData {
   source: string;
 }
 /** main -> worker: a batch of extracted strings, the end of the input, or "stop: the input failed". */
-export type IngestInput = { batch: ExtractedBatch } | { end: true } | { abort: true };
+export type IngestInput = { batch: DistinctBatch } | { end: true } | { abort: true };
 /** An error as it crosses threads: enough to rebuild an EmbatchError with its code and exit code. */
 export interface CrossedError {
   message: string;

@@ -1,8 +1,9 @@
 /**
  * `prepare`: CSV (file or stdin) to deduplicated Batch API request files, in constant memory. Nothing is sent anywhere.
  *
- *   main thread:   bytes -> count -> decode -> parse CSV -> batch rows -> extract strings -> (to the ingest worker)
- *   ingest worker: dedup (LevelDB) -> count tokens (token worker) -> guard token limit -> format request lines
+ *   main thread:   bytes -> count -> decode -> parse CSV -> batch rows -> extract strings -> distinct strings with
+ *                  counts, keys, CRC32s -> (to the ingest worker)
+ *   ingest worker: dedup (LevelDB) -> count tokens (exact where they decide) -> guard token limit -> format request lines
  *                  -> write rolling request files                                           (src/ingest-worker.ts)
  */
 import { createReadStream, createWriteStream, statSync, type WriteStream } from 'node:fs';
@@ -13,7 +14,8 @@ import { Worker } from 'node:worker_threads';
 import { batchItems } from '../transforms/batch-items.js';
 import { countBytes } from '../transforms/count-bytes.js';
 import { decodeText } from '../transforms/decode-text.js';
-import { extractStrings, type ExtractedBatch } from '../transforms/extract-strings.js';
+import { aggregateStrings, type DistinctBatch } from '../transforms/aggregate-strings.js';
+import { extractStrings } from '../transforms/extract-strings.js';
 import { parseCsv, type RejectedRow } from '../transforms/parse-csv.js';
 import type { Config } from './config.js';
 import { InputError } from './errors.js';
@@ -47,6 +49,8 @@ export interface PrepareSummary {
   requestLines: number;
   filesWritten: string[];
   tokens: number;
+  /** How many of `tokens` are estimated from a sample (the rest are counted exactly); submit counts every file exactly. */
+  estimatedTokens: number;
   estimatedCostUsd: { batch: number | null; realtime: number | null };
   rejectsFile: string | null;
   workDir: string;
@@ -98,6 +102,7 @@ export async function prepare(config: Config, options: PrepareOptions): Promise<
           trim: config.input.trim,
           counters,
         }),
+        aggregateStrings(),
         worker.sink,
       );
     } catch (err) {
@@ -122,6 +127,7 @@ export async function prepare(config: Config, options: PrepareOptions): Promise<
       requestLines: counters.requestLines,
       filesWritten: done.filesWritten,
       tokens: counters.tokens,
+      estimatedTokens: counters.estimatedTokens,
       estimatedCostUsd: { batch: cost.batchUsd, realtime: cost.realtimeUsd },
       rejectsFile: counters.rowsRejected ? paths.rejects : null,
       workDir: config.work_dir,
@@ -151,7 +157,7 @@ function startIngestWorker(data: IngestWorkerData): IngestWorker {
   const send = (m: IngestInput) => worker.postMessage(m);
   let wanted = 0;
   let newStrings = 0;
-  let held: { batch: ExtractedBatch; callback: (err?: Error | null) => void } | undefined;
+  let held: { batch: DistinctBatch; callback: (err?: Error | null) => void } | undefined;
   let failure: Error | undefined;
   let settleReady!: { resolve: (v: { run: number }) => void; reject: (e: Error) => void };
   let settleDone!: { resolve: (v: { counters: IngestCounters; filesWritten: string[] }) => void; reject: (e: Error) => void };
@@ -184,7 +190,7 @@ function startIngestWorker(data: IngestWorkerData): IngestWorker {
   const sink = new Writable({
     objectMode: true,
     highWaterMark: 1,
-    write(batch: ExtractedBatch, _enc, callback) {
+    write(batch: DistinctBatch, _enc, callback) {
       if (failure) return callback(failure);
       if (wanted > 0) {
         wanted--;

@@ -21,7 +21,7 @@ import { apiError } from './openai.js';
 import { createProgress } from './progress.js';
 import { parseDuration, RateLimiter } from './rate-limiter.js';
 import type { JobRecord, RequestFile } from './store.js';
-import { countWithin } from './token-worker.js';
+import { countWithin } from './tokens.js';
 import { workPaths } from './workdir.js';
 
 export interface RealtimeSummary {

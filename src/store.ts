@@ -2,26 +2,32 @@
  * The work directory's state, in one LevelDB (the `level` package). LevelDB's own lock makes every command that opens
  * the store the single writer of its work directory.
  *
- * Layout (each a sublevel, JSON values):
- *   s!<crc32 hex>   StringEntry[]  the distinct strings whose CRC32 is that value (almost always one); the exact text is
- *                                   compared, so two strings that share a CRC32 are two entries, never merged
+ * Layout (each a sublevel, JSON values unless said):
+ *   h!<xxh3-128>    StringRecord   a distinct string, keyed by the 16 bytes of the 128-bit xxh3 hash of its UTF-8 text
+ *                                   (binary key and value): its id, first field and counts. The hash is the seed's
+ *                                   hash_value, which also names the string's Weaviate objects, so the store keeps two
+ *                                   strings apart exactly when Weaviate can; strings that share a CRC32 ("plumless",
+ *                                   "buckeroo") are two records. Small fixed-size records keep dedup cheap: the texts
+ *                                   live apart, written once, in id order.
+ *   c!<first id>    string[]       the texts of the new strings of one dedup batch, ids <first id> on, in order
  *   f!<seq>         RequestFile    a finished request file
  *   r!<run>         RunRecord      one prepare run
- *   j!<first id>    JournalRecord  journal: the buckets a batch added new ids to (deleted once committed)
  *   k!<id>          SkipRecord     a string that will not be embedded, and why
  *   b!<seq>         JobRecord      the Batch API job of request file <seq>: upload, batch, status, downloads
  *   x!<id>          FailureRecord  a string whose request failed, why, and how often (deleted once it succeeds)
  *   n!<id>:<field>  1              the (string, field) object was acknowledged by Weaviate
- *   m!<name>        meta values    workdir id, id and file counters, the field and source name tables
+ *   m!<name>        meta values    workdir id, id and file counters, the field and source name tables, layout version
  *
  * Crash safety rests on one watermark, `committedId`: ids below it belong to request files that were completely
- * written (or to strings skipped for good). A run that dies leaves entries with ids at or above the watermark; opening
- * the store removes them (found through the journal), so the next run sees those strings as new and hands out the same ids again
- * in the same order: a rerun over the same input writes the same request lines as an uninterrupted run.
+ * written (or to strings skipped for good). A run that dies leaves strings with ids at or above the watermark; opening
+ * the store removes them (found through the text chunks, which double as the journal: a chunk and its strings' records
+ * are written in one atomic batch), so the next run sees those strings as new and hands out the same ids again in the
+ * same order: a rerun over the same input writes the same request lines as an uninterrupted run.
  */
 import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { xxh3 } from '@node-rs/xxhash';
 import { Level } from 'level';
 import { StateError } from './errors.js';
 
@@ -37,11 +43,10 @@ export interface SourceCounts {
   pc?: number[];
 }
 
-export interface StringEntry {
+/** A distinct string as stored (its text is kept apart, in the text chunks). */
+export interface StringRecord {
   /** Global index, unique across everything this work directory has written; the last part of the custom_id. */
   id: number;
-  /** The text, byte for byte as read (after the configured normalisation, if any). */
-  t: string;
   /** Field id of the field the string was first seen in; names it in the custom_id. */
   f: number;
   /** The last run that saw this string. */
@@ -50,12 +55,21 @@ export interface StringEntry {
   src: SourceCounts[];
 }
 
+/** A string read back by id: its text and record. */
+export interface StoredString {
+  id: number;
+  text: string;
+  record: StringRecord;
+}
+
 export interface RequestFile {
   seq: number;
   name: string;
   lines: number;
   inputs: number;
   tokens: number;
+  /** `tokens` is partly estimated (prepare counts exactly only where it decides); submit counts it exactly first. */
+  tokensEstimated?: boolean;
   bytes: number;
   sha256: string;
   firstId: number;
@@ -79,12 +93,6 @@ export interface SkipRecord {
   reason: string;
   field: string;
   tokens?: number;
-}
-
-/** New ids firstId..last were added to these buckets (one crc per new id, in id order). */
-interface JournalRecord {
-  last: number;
-  crcs: string[];
 }
 
 /** A request file's way: queued -> uploaded -> creating -> active -> ended -> downloaded, or queued -> realtime -> downloaded. */
@@ -142,22 +150,30 @@ interface Meta {
 
 const pad = (n: number) => String(n).padStart(12, '0');
 
-/** One operation of an atomic write across sublevels. */
+/** One operation of an atomic write across sublevels (or, with binary encodings, on the root with a full key). */
 interface BatchOp {
   type: 'put' | 'del';
-  sublevel: unknown;
-  key: string;
+  sublevel?: unknown;
+  key: string | Buffer;
   value?: unknown;
+  keyEncoding?: 'buffer';
+  valueEncoding?: 'buffer';
 }
+
+/** Version of the layout above; a store written in another layout is refused with a clear message. */
+const LAYOUT = 2;
+const STRING_PREFIX = Buffer.from('!h!');
+const BINARY = { keyEncoding: 'buffer', valueEncoding: 'buffer' } as const;
+/** Text chunks read back by id (results, retry) are kept a few at a time: result files come in id order. */
+const CHUNK_CACHE = 4;
 
 export class StateStore {
   readonly dir: string;
   readonly #db: Level<string, unknown>;
-  readonly strings;
+  readonly texts;
   readonly files;
   readonly runs;
   readonly skips;
-  readonly journal;
   readonly jobs;
   readonly failures;
   readonly indexed;
@@ -167,17 +183,18 @@ export class StateStore {
   readonly #runDone = new Map<number, boolean>();
   /** Source -> its latest completed run: the run whose counts are current for that source. */
   readonly #latestDone = new Map<string, number>();
+  /** Recently read text chunks, by first id. */
+  readonly #chunks = new Map<number, string[]>();
 
   private constructor(workDir: string, cacheMB: number, maxOpenFiles: number) {
     this.dir = workDir;
     // 32 MB memtables (LevelDB's default is 4 MB): fewer, larger level-0 files to compact while ingest writes; 9.4-10.4 s
     // against 11.1-11.4 s at 200k rows, for a fixed 56 MB more at most (the memtable and the one being flushed).
     this.#db = new Level<string, unknown>(path.join(workDir, 'state'), { valueEncoding: 'json', cacheSize: cacheMB * 1024 * 1024, writeBufferSize: 32 * 1024 * 1024, maxOpenFiles });
-    this.strings = this.#db.sublevel<string, StringEntry[]>('s', { valueEncoding: 'json' });
+    this.texts = this.#db.sublevel<string, string[]>('c', { valueEncoding: 'json' });
     this.files = this.#db.sublevel<string, RequestFile>('f', { valueEncoding: 'json' });
     this.runs = this.#db.sublevel<string, RunRecord>('r', { valueEncoding: 'json' });
     this.skips = this.#db.sublevel<string, SkipRecord>('k', { valueEncoding: 'json' });
-    this.journal = this.#db.sublevel<string, JournalRecord>('j', { valueEncoding: 'json' });
     this.jobs = this.#db.sublevel<string, JobRecord>('b', { valueEncoding: 'json' });
     this.failures = this.#db.sublevel<string, FailureRecord>('x', { valueEncoding: 'json' });
     this.indexed = this.#db.sublevel<string, number>('n', { valueEncoding: 'json' });
@@ -206,7 +223,9 @@ export class StateStore {
   }
 
   async #load(): Promise<void> {
-    const [workdirId, committedId, nextSeq, lastRun, fields, sources] = await this.#meta.getMany(['workdirId', 'committedId', 'nextSeq', 'lastRun', 'fields', 'sources']);
+    const [workdirId, committedId, nextSeq, lastRun, fields, sources, layout] = await this.#meta.getMany(['workdirId', 'committedId', 'nextSeq', 'lastRun', 'fields', 'sources', 'layout']);
+    if (workdirId !== undefined && layout !== LAYOUT)
+      throw new StateError('STATE_LAYOUT', `the work directory ${this.dir} was written by another version of embatch (state layout ${String(layout ?? 1)}, this one reads ${LAYOUT}); use a new work directory`);
     this.#state = {
       workdirId: (workdirId as string | undefined) ?? randomUUID(),
       committedId: (committedId as number | undefined) ?? 0,
@@ -215,22 +234,25 @@ export class StateStore {
       fields: (fields as string[] | undefined) ?? [],
       sources: (sources as string[] | undefined) ?? [],
     };
-    if (workdirId === undefined) await this.#meta.put('workdirId', this.#state.workdirId);
+    if (workdirId === undefined) await this.#meta.batch([{ type: 'put', key: 'workdirId', value: this.#state.workdirId }, { type: 'put', key: 'layout', value: LAYOUT }]);
     for await (const [, run] of this.runs.iterator()) this.#noteRun(run);
     await this.#dropUncommitted();
   }
 
-  /** Removes strings a dead run assigned ids to but never committed (see the header). */
+  /**
+   * Removes strings a dead run assigned ids to but never committed (see the header): the records of the texts in
+   * chunks at or above the watermark, and those chunks (or their uncommitted tail). One atomic write per chunk, so a
+   * crash here only leaves less to do next time.
+   */
   async #dropUncommitted(): Promise<void> {
     const committed = this.#state.committedId;
-    for await (const [key, record] of this.journal.iterator()) {
-      const ops: BatchOp[] = [{ type: 'del', sublevel: this.journal, key }];
-      const unique = [...new Set(record.crcs)];
-      const buckets = await this.strings.getMany(unique);
-      unique.forEach((crc, i) => {
-        const kept = (buckets[i] ?? []).filter((e) => e.id < committed);
-        ops.push(kept.length ? { type: 'put', sublevel: this.strings, key: crc, value: kept } : { type: 'del', sublevel: this.strings, key: crc });
-      });
+    let from = pad(committed);
+    for await (const key of this.texts.keys({ lte: from, reverse: true, limit: 1 })) from = key;
+    for await (const [key, texts] of this.texts.iterator({ gte: from })) {
+      const first = Number(key);
+      const kept = Math.max(0, committed - first);
+      const ops: BatchOp[] = texts.slice(kept).map((text) => ({ type: 'del', key: stringKey(text), keyEncoding: 'buffer' }));
+      ops.push(kept ? { type: 'put', sublevel: this.texts, key, value: texts.slice(0, kept) } : { type: 'del', sublevel: this.texts, key });
       await this.#db.batch(ops as never);
     }
   }
@@ -292,23 +314,48 @@ export class StateStore {
     this.#noteRun(done);
   }
 
-  getBuckets(crcKeys: string[]): Promise<(StringEntry[] | undefined)[]> {
-    return this.strings.getMany(crcKeys);
+  /** The records of strings by key (see stringKey), in one batched read. */
+  async lookupStrings(keys: Buffer[]): Promise<(StringRecord | undefined)[]> {
+    const values = await this.#db.getMany(keys as never, BINARY as never);
+    return (values as unknown as (Buffer | undefined)[]).map((v) => (v ? decodeRecord(v) : undefined));
   }
 
   /**
-   * Writes changed buckets in one atomic write, with a journal record of the buckets that got new ids from
-   * `firstNewId` on, so a dead run's uncommitted strings can be found and removed.
+   * Writes string records (already encoded) in one atomic write, with the texts of the new strings `firstNewId` on as
+   * one chunk: a dead run's uncommitted strings are found through it.
    */
-  async putBuckets(buckets: Map<string, StringEntry[]>, firstNewId: number, newIdBuckets: string[]): Promise<void> {
-    const ops: BatchOp[] = [];
-    for (const [key, value] of buckets) ops.push({ type: 'put', sublevel: this.strings, key, value });
-    if (newIdBuckets.length) {
-      const record: JournalRecord = { last: firstNewId + newIdBuckets.length - 1, crcs: newIdBuckets };
-      ops.push({ type: 'put', sublevel: this.journal, key: pad(firstNewId), value: record });
+  async writeStrings(records: Array<[Buffer, Buffer]>, firstNewId: number, newTexts: string[]): Promise<void> {
+    const ops: BatchOp[] = records.map(([key, value]) => ({ type: 'put', key, value, keyEncoding: 'buffer', valueEncoding: 'buffer' }));
+    if (newTexts.length) {
+      ops.push({ type: 'put', sublevel: this.texts, key: pad(firstNewId), value: newTexts });
       ops.push({ type: 'put', sublevel: this.#meta, key: 'fields', value: this.#state.fields });
     }
-    await this.#db.batch(ops as never);
+    if (ops.length) await this.#db.batch(ops as never);
+  }
+
+  /** Strings by id, with their texts and records (undefined for an id this work directory never committed). */
+  async readStrings(ids: number[]): Promise<(StoredString | undefined)[]> {
+    const texts: (string | undefined)[] = [];
+    for (const id of ids) texts.push(id < this.#state.committedId ? await this.#textOf(id) : undefined);
+    const present = texts.flatMap((t, i) => (t === undefined ? [] : [i]));
+    const records = await this.lookupStrings(present.map((i) => stringKey(texts[i]!)));
+    const out: (StoredString | undefined)[] = new Array(ids.length).fill(undefined);
+    present.forEach((i, j) => {
+      const record = records[j];
+      if (record && record.id === ids[i]) out[i] = { id: ids[i]!, text: texts[i]!, record };
+    });
+    return out;
+  }
+
+  async #textOf(id: number): Promise<string | undefined> {
+    for (const [first, texts] of this.#chunks) if (id >= first && id < first + texts.length) return texts[id - first];
+    for await (const [key, texts] of this.texts.iterator({ lte: pad(id), reverse: true, limit: 1 })) {
+      const first = Number(key);
+      if (this.#chunks.size >= CHUNK_CACHE) this.#chunks.delete(this.#chunks.keys().next().value!);
+      this.#chunks.set(first, texts);
+      return texts[id - first];
+    }
+    return undefined;
   }
 
   /**
@@ -318,9 +365,6 @@ export class StateStore {
   async commit(committedId: number, file: RequestFile | null, skipped: Array<[number, SkipRecord]>): Promise<void> {
     const ops: BatchOp[] = [];
     for (const [id, rec] of skipped) ops.push({ type: 'put', sublevel: this.skips, key: pad(id), value: rec });
-    // Journal records wholly below the new watermark are no longer needed for recovery.
-    for await (const [key, record] of this.journal.iterator({ lt: pad(committedId) }))
-      if (record.last < committedId) ops.push({ type: 'del', sublevel: this.journal, key });
     if (file) {
       ops.push({ type: 'put', sublevel: this.files, key: pad(file.seq), value: file });
       ops.push({ type: 'put', sublevel: this.#meta, key: 'nextSeq', value: file.seq + 1 });
@@ -333,6 +377,11 @@ export class StateStore {
 
   async *requestFiles(fromSeq = 0): AsyncGenerator<RequestFile> {
     for await (const [, file] of this.files.iterator({ gte: pad(fromSeq) })) yield file;
+  }
+
+  /** Rewrites a request file's record (submit, once it has counted the file's tokens exactly). */
+  async putFile(file: RequestFile): Promise<void> {
+    await this.files.put(pad(file.seq), file);
   }
 
   async getJob(seq: number): Promise<JobRecord | undefined> {
@@ -425,9 +474,9 @@ export class StateStore {
    * Occurrences per field name of one entry: for each source, the counts of that source's latest completed run, so
    * that preparing a re-exported file again replaces its counts instead of adding to them.
    */
-  frequencies(entry: StringEntry): Record<string, number> {
+  frequencies(record: StringRecord): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const counts of entry.src) {
+    for (const counts of record.src) {
       const latest = this.#latestDone.get(this.#state.sources[counts.s] ?? '');
       const c = counts.r === latest ? counts.c : counts.pr === latest ? counts.pc : undefined;
       c?.forEach((n, field) => {
@@ -446,11 +495,11 @@ export class StateStore {
  * Adds `n` occurrences in field `field` (an id) from source `source` (an id) during `run` to an entry, folding the
  * counts of the run that touched it last: kept as the fallback if that run completed, dropped if it died.
  */
-export function addOccurrences(store: StateStore, entry: StringEntry, source: number, run: number, field: number, n: number): void {
-  let counts = entry.src.find((c) => c.s === source);
+export function addOccurrences(store: StateStore, record: StringRecord, source: number, run: number, field: number, n: number): void {
+  let counts = record.src.find((c) => c.s === source);
   if (!counts) {
     counts = { s: source, r: run, c: [] };
-    entry.src.push(counts);
+    record.src.push(counts);
   } else if (counts.r !== run) {
     if (store.isRunDone(counts.r)) {
       counts.pr = counts.r;
@@ -463,6 +512,71 @@ export function addOccurrences(store: StateStore, entry: StringEntry, source: nu
   counts.c[field]! += n;
 }
 
-export function crcKey(crc: number): string {
-  return (crc >>> 0).toString(16).padStart(8, '0');
+/** Bytes of a string's store key: a prefix and the 16 bytes of the xxh3-128 of its UTF-8 text (its hash_value). */
+export const STRING_KEY_BYTES = STRING_PREFIX.length + 16;
+
+/** Writes a string's store key into the bytes under `view` at `offset`. */
+export function writeStringKey(text: string, view: DataView, offset: number): void {
+  for (let i = 0; i < STRING_PREFIX.length; i++) view.setUint8(offset + i, STRING_PREFIX[i]!);
+  const hash = xxh3.xxh128(text);
+  view.setBigUint64(offset + STRING_PREFIX.length, hash >> 64n);
+  view.setBigUint64(offset + STRING_PREFIX.length + 8, BigInt.asUintN(64, hash));
+}
+
+export function stringKey(text: string): Buffer {
+  const key = Buffer.allocUnsafeSlow(STRING_KEY_BYTES);
+  writeStringKey(text, new DataView(key.buffer, key.byteOffset, key.length), 0);
+  return key;
+}
+
+/**
+ * A record as 32-bit words: id, first field, last run, number of sources, then per source: source, run, previous run
+ * (0: none; runs start at 1), the lengths of its counts and previous counts, and those counts.
+ */
+export function encodeRecord(r: StringRecord): Buffer {
+  let words = 4;
+  for (const c of r.src) words += 5 + c.c.length + (c.pc?.length ?? 0);
+  const buf = Buffer.allocUnsafe(words * 4);
+  let o = 0;
+  const put = (n: number) => (o = buf.writeUInt32LE(n, o));
+  put(r.id);
+  put(r.f);
+  put(r.lr);
+  put(r.src.length);
+  for (const c of r.src) {
+    put(c.s);
+    put(c.r);
+    put(c.pr ?? 0);
+    put(c.c.length);
+    put(c.pc?.length ?? 0);
+    for (const n of c.c) put(n);
+    if (c.pc) for (const n of c.pc) put(n);
+  }
+  return buf;
+}
+
+export function decodeRecord(buf: Buffer): StringRecord {
+  let o = 0;
+  const get = () => {
+    const n = buf.readUInt32LE(o);
+    o += 4;
+    return n;
+  };
+  const record: StringRecord = { id: get(), f: get(), lr: get(), src: [] };
+  const sources = get();
+  for (let i = 0; i < sources; i++) {
+    const s = get();
+    const r = get();
+    const pr = get();
+    const nc = get();
+    const npc = get();
+    const c = Array.from({ length: nc }, get);
+    const counts: SourceCounts = { s, r, c };
+    if (pr) {
+      counts.pr = pr;
+      counts.pc = Array.from({ length: npc }, get);
+    }
+    record.src.push(counts);
+  }
+  return record;
 }

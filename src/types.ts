@@ -12,8 +12,10 @@ export interface NewString {
   text: string;
   /** The input line where it was first seen, for messages. */
   line: number | undefined;
-  /** Exact token count for the model's tokenizer, once counted. */
+  /** Token count for the model's tokenizer, once counted (-1: over the limit). */
   tokens?: number;
+  /** `tokens` is an estimate (see transforms/count-tokens.ts). */
+  estimated?: true;
   /** Why it will not be embedded, if it will not. */
   skip?: string;
 }
@@ -29,11 +31,13 @@ export interface IngestCounters {
   skipped: Record<string, number>;
   requestLines: number;
   tokens: number;
+  /** The part of `tokens` that is estimated rather than counted. */
+  estimatedTokens: number;
   files: number;
 }
 
 export function newCounters(): IngestCounters {
-  return { rows: 0, rowsRejected: 0, stringsSeen: 0, distinct: 0, known: 0, newStrings: 0, skipped: {}, requestLines: 0, tokens: 0, files: 0 };
+  return { rows: 0, rowsRejected: 0, stringsSeen: 0, distinct: 0, known: 0, newStrings: 0, skipped: {}, requestLines: 0, tokens: 0, estimatedTokens: 0, files: 0 };
 }
 
 /** Adds the counts of `from` into `into` (the main thread and the ingest worker each count their own stages). */

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import OpenAI from 'openai';
 import { startSimulator, type SimulatorOptions } from '../src/simulator/server.js';
 import { fixture, requestLines, runCli, tempDir } from './helpers.js';
@@ -53,7 +54,9 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs =
 
 test('prepare, submit, status, download: every string comes back, with live counts and a cost report', async (t) => {
   const { work, json, client } = await setup(t, { engine: { linesPerSecond: 40 } });
-  await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=50']);
+  const prepared = await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=50']);
+  const exactTokens = requestLines(work).reduce((n, l) => n + countTokens(l.body.input, { disallowedSpecial: new Set() }), 0);
+  assert.ok(prepared.estimatedTokens > 0, 'prepare estimates most token counts');
   const sub = await json(['submit']);
   assert.equal(sub.submitted, 2);
   const batches = await allBatches(client);
@@ -70,6 +73,7 @@ test('prepare, submit, status, download: every string comes back, with live coun
   );
   assert.ok(seen.has('in_progress'), `saw statuses ${[...seen]}`);
   assert.equal(report.totals.completed, 93);
+  assert.equal(report.totals.tokens, exactTokens, 'submit counted each file exactly before enqueueing it');
   assert.ok(Math.abs(report.totals.costUsd - (report.totals.tokens * 0.01) / 1e6) < 1e-9, 'cost at batch prices');
   assert.match(report.next, /embatch download/);
 

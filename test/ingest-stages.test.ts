@@ -14,6 +14,7 @@ import { countTokens } from '../transforms/count-tokens.js';
 import { decodeText } from '../transforms/decode-text.js';
 import { dedupStrings } from '../transforms/dedup-strings.js';
 import { extractStrings, type ExtractedBatch } from '../transforms/extract-strings.js';
+import { aggregateBatch } from '../transforms/aggregate-strings.js';
 import { customId, formatRequests, parseCustomId, requestLineBuilder, type RequestItem } from '../transforms/format-requests.js';
 import { guardTokens, truncateToTokens } from '../transforms/guard-tokens.js';
 import { parseCsv, type RejectedRow } from '../transforms/parse-csv.js';
@@ -118,7 +119,7 @@ async function dedupOnce(workDir: string, batches: ExtractedBatch[], fields = ['
   const store = await StateStore.open(workDir);
   const counters = newCounters();
   const run_ = await store.beginRun('src');
-  const fresh = (await run<NewString[]>(batches, dedupStrings({ store, run: run_.id, source: 'src', embedFields: fields, counters }))).flat();
+  const fresh = (await run<NewString[]>(batches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: fields, counters }))).flat();
   // Commit as the writer would, so the next run sees these strings as known.
   await store.commit(store.committedId + fresh.length, null, []);
   await store.finishRun(run_);
@@ -132,33 +133,79 @@ test('dedupStrings: CRC32 collisions stay apart, one string in two fields is one
   assert.deepEqual(first.fresh.map((s) => [s.text, s.field, s.id]), [['plumless', 'person', 0], ['buckeroo', 'person', 1], ['Ibsen', 'person', 2]]);
   assert.equal(first.fresh[0]!.crc, first.fresh[1]!.crc, 'the pair shares a CRC32');
   assert.deepEqual([first.counters.distinct, first.counters.newStrings, first.counters.known], [3, 3, 0]);
-  const [bucket] = await first.store.getBuckets([first.fresh[0]!.crc.toString(16).padStart(8, '0')]);
-  assert.deepEqual(bucket!.map((e) => e.t), ['plumless', 'buckeroo']);
-  const ibsen = (await first.store.getBuckets([first.fresh[2]!.crc.toString(16).padStart(8, '0')]))[0]![0]!;
-  assert.deepEqual(first.store.frequencies(ibsen), { person: 1, title: 1 });
-  assert.deepEqual(first.store.frequencies(bucket![0]!), { person: 2 });
+  const [plumless, buckeroo, ibsen] = await first.store.readStrings([0, 1, 2]);
+  assert.deepEqual([plumless!.text, buckeroo!.text], ['plumless', 'buckeroo']);
+  assert.deepEqual(first.store.frequencies(ibsen!.record), { person: 1, title: 1 });
+  assert.deepEqual(first.store.frequencies(plumless!.record), { person: 2 });
+  assert.deepEqual(first.store.frequencies(buckeroo!.record), { person: 1 });
+  assert.deepEqual(await first.store.readStrings([3]), [undefined], 'an id never handed out');
   await first.store.close();
 
   const second = await dedupOnce(dir, [batch, { texts: ['Ibsen', 'new one'], fields: [1, 1], lines: [9, 9] }]);
   assert.deepEqual(second.fresh.map((s) => [s.text, s.id]), [['new one', 3]]);
   assert.deepEqual([second.counters.distinct, second.counters.known, second.counters.newStrings], [4, 3, 1]);
   // The same source prepared again: its counts are replaced, not added to.
-  const again = (await second.store.getBuckets([first.fresh[2]!.crc.toString(16).padStart(8, '0')]))[0]![0]!;
-  assert.deepEqual(second.store.frequencies(again), { person: 1, title: 2 });
+  const [again] = await second.store.readStrings([2]);
+  assert.deepEqual(second.store.frequencies(again!.record), { person: 1, title: 2 });
   await second.store.close();
 });
 
-test('countTokens: exact cl100k_base counts from the worker, -1 past the limit, order kept', async () => {
-  const texts = ['Schubert, Franz', 'plumless', '<|endoftext|> is text here', 'word '.repeat(50), ...Array.from({ length: 300 }, (_, i) => `string number ${i}`)];
+test('dedupStrings: counts of strings that recur across batches are right whether they stay in the cache or leave it', async (t) => {
+  // 40 batches over 12 recurring names and one new title each; a cache of 4 makes names leave and come back.
+  const names = Array.from({ length: 12 }, (_, i) => `name ${i}`);
+  const batches: ExtractedBatch[] = Array.from({ length: 40 }, (_, b) => {
+    const picked = [names[b % 12]!, names[(b * 5) % 12]!, names[(b * 7 + 3) % 12]!];
+    return { texts: [...picked, `title ${b}`, picked[0]!], fields: [0, 0, 1, 1, 0], lines: [b, b, b, b, b] };
+  });
+  const expected = new Map<string, Record<string, number>>();
+  for (const batch of batches)
+    batch.texts.forEach((text, i) => {
+      const counts = expected.get(text) ?? {};
+      const field = ['person', 'title'][batch.fields[i]!]!;
+      counts[field] = (counts[field] ?? 0) + 1;
+      expected.set(text, counts);
+    });
+  for (const cacheSize of [4, 1000]) {
+    const dir = tempDir(t);
+    const store = await StateStore.open(dir);
+    const counters = newCounters();
+    const run_ = await store.beginRun('src');
+    const fresh = (await run<NewString[]>(batches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: ['person', 'title'], counters, cacheSize }))).flat();
+    await store.commit(store.committedId + fresh.length, null, []);
+    await store.finishRun(run_);
+    assert.equal(fresh.length, expected.size);
+    assert.deepEqual([counters.distinct, counters.newStrings, counters.known], [expected.size, expected.size, 0]);
+    const stored = await store.readStrings(fresh.map((s) => s.id));
+    for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}`);
+    await store.close();
+  }
+});
+
+test('countTokens: exact where the limit could be passed (-1 past it), one in N sampled exactly, the rest estimated', async () => {
+  // Limit 40: texts of up to 13 UTF-16 units cannot pass it; longer ones are always counted exactly.
+  const texts = ['Schubert, Franz', 'plumless', '<|endoftext|> is text here', 'word '.repeat(50), ...Array.from({ length: 300 }, (_, i) => `name ${i} Ås`)];
   const batches: NewString[][] = [];
   for (let i = 0; i < texts.length; i += 7) batches.push(texts.slice(i, i + 7).map((text, j) => ({ id: i + j, crc: 0, field: 'f', text, line: 1 })));
-  const out = (await run<NewString[]>(batches, countTokens({ limit: 40, inFlight: 3 }))).flat();
+  const out = (await run<NewString[]>(batches, countTokens({ limit: 40, sampleEvery: 4 }))).flat();
   assert.deepEqual(out.map((s) => s.id), texts.map((_, i) => i));
+  let exactTotal = 0;
+  let total = 0;
+  let estimated = 0;
   for (const s of out) {
     const exact = referenceCount(s.text, { disallowedSpecial: new Set() });
-    assert.equal(s.tokens, exact > 40 ? -1 : exact, s.text);
+    if (s.text.length * 3 > 40) assert.equal(s.tokens, exact > 40 ? -1 : exact, `${s.text}: counted exactly`);
+    if (s.estimated) estimated++;
+    else assert.equal(s.tokens, exact > 40 ? -1 : exact, s.text);
+    if (s.tokens! > 0) {
+      total += s.tokens!;
+      exactTotal += exact;
+    }
   }
   assert.equal(out[3]!.tokens, -1);
+  assert.ok(!out.slice(0, 4).some((s) => s.estimated), 'long texts are never estimated');
+  // 299 short texts, the first counted, the others one in 4 at random: ~224 estimated (sd 7.5; bounds at 5 sd).
+  assert.ok(estimated > 185 && estimated < 262, `${estimated} estimated`);
+  assert.ok(Math.abs(total - exactTotal) / exactTotal < 0.05, `estimated total ${total} against exact ${exactTotal}`);
 });
 
 test('guardTokens: skip records the reason; truncate keeps whole characters within the limit', async () => {

@@ -1,4 +1,5 @@
 import { xxh3 } from '@node-rs/xxhash';
+import CRC32 from 'crc-32';
 import { Transform } from 'node:stream';
 import { createHash } from 'node:crypto';
 import type { StateStore } from '../src/store.js';
@@ -18,9 +19,14 @@ export interface EntityObject {
   field: string;
 }
 
-/** xxh3-128 of the raw UTF-8 bytes, 32 lowercase hex digits: the seed system's hash_value. */
+/** xxh3-128 of the raw UTF-8 bytes, 32 lowercase hex digits: the seed system's hash_value (and the store's key). */
 export function hashValue(text: string): string {
-  return xxh3.xxh128(Buffer.from(text, 'utf8')).toString(16).padStart(32, '0');
+  return xxh3.xxh128(text).toString(16).padStart(32, '0');
+}
+
+/** CRC32 of a text as in custom ids: 8 lowercase hex digits. */
+export function crcHex(text: string): string {
+  return (CRC32.str(text) >>> 0).toString(16).padStart(8, '0');
 }
 
 /**
@@ -64,25 +70,24 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
     ...BATCH_STREAM,
     transform(batch: DecodedBatch, _enc, callback) {
       for (const f of batch.failed) options.onFailed(f);
-      const crcs = [...new Set(batch.ok.map((r) => r.crc))];
       store
-        .getBuckets(crcs)
+        .readStrings(batch.ok.map((r) => r.id))
         .then(async (found) => {
-          const buckets = new Map(crcs.map((c, i) => [c, found[i]]));
           const objects: EntityObject[] = [];
           let mapped = 0;
-          for (const r of batch.ok) {
-            const entry = buckets.get(r.crc)?.find((e) => e.id === r.id);
-            if (!entry) {
+          batch.ok.forEach((r, i) => {
+            const string = found[i];
+            // The custom_id's CRC32 must name the text too: a line from another work directory's file is refused.
+            if (!string || crcHex(string.text) !== r.crc) {
               options.onFailed({ file: r.file, line: r.line, customId: r.customId, code: 'unknown_custom_id', reason: 'no string with this custom_id in the work directory', retryable: false });
-              continue;
+              return;
             }
             mapped++;
-            const hash = hashValue(entry.t);
-            for (const [field, frequency] of Object.entries(store.frequencies(entry))) {
-              objects.push({ uuid: objectUuid(hash, field), properties: { original_string: entry.t, hash_value: hash, field_type: field, frequency }, vector: r.vector, vectorBase64: r.base64, stringId: entry.id, field });
+            const hash = hashValue(string.text);
+            for (const [field, frequency] of Object.entries(store.frequencies(string.record))) {
+              objects.push({ uuid: objectUuid(hash, field), properties: { original_string: string.text, hash_value: hash, field_type: field, frequency }, vector: r.vector, vectorBase64: r.base64, stringId: string.id, field });
             }
-          }
+          });
           options.onMapped?.(mapped);
           if (!options.skipIndexed || !objects.length) return objects;
           const done = await store.areIndexed(objects.map((o) => [o.stringId, o.field]));

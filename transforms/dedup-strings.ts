@@ -1,105 +1,134 @@
-import CRC32 from 'crc-32';
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
-import { addOccurrences, crcKey, type StateStore, type StringEntry } from '../src/store.js';
+import { addOccurrences, encodeRecord, STRING_KEY_BYTES, stringKey, type StateStore, type StringRecord } from '../src/store.js';
 import type { IngestCounters, NewString } from '../src/types.js';
-import type { ExtractedBatch } from './extract-strings.js';
+import type { DistinctBatch } from './aggregate-strings.js';
 
 export interface DedupOptions {
   store: StateStore;
   run: number;
   /** Whose counts these are: the input file's absolute path, or "stdin". */
   source: string;
-  /** The configured embed_fields; ExtractedBatch.fields index into it. */
+  /** The configured embed_fields; DistinctBatch field indexes index into it. */
   embedFields: string[];
   counters: IngestCounters;
+  /** Strings kept in memory with their counts between batches (see below). */
+  cacheSize?: number;
 }
 
-interface Seen {
-  /** Occurrences in this batch in the first field it was seen in... */
-  n: number;
-  firstField: number;
-  /** ...and per embed field index, once it shows up in a second field (rare, so allocated only then). */
-  counts: number[] | undefined;
-  line: number | undefined;
+interface Cached {
+  record: StringRecord;
+  /** Counts changed since the record was last written. */
+  dirty: boolean;
 }
+
+/** Enough for the strings that recur in nearly every batch (roles, genres, subjects, frequent names); ~15 MB. */
+const DEFAULT_CACHE = 32_768;
+/** Dirty records written per batch when the cache is flushed at the end. */
+const FLUSH_BATCH = 8192;
 
 /**
  * Keeps each distinct string once, across runs: one batched LevelDB read and one batched write per batch, never a
- * round trip per row. A string is found by its CRC32 bucket and then by exact text, so strings that share a CRC32
+ * round trip per row. A string is found by the xxh3-128 of its text (see store.ts), so strings that share a CRC32
  * ("plumless" and "buckeroo") stay two strings. Passes on only the strings this work directory has never seen, each
  * with its new global id; every occurrence is counted per field and source.
  *
- * The write of batch N overlaps the lookup and work of batch N+1 (LevelDB writes cost as much as parsing here). Batch
- * N's buckets stay in an overlay until their write lands, so N+1 sees them; and batch N's new strings go downstream
- * only after their write landed, so no later commit can cover ids whose entries are not yet stored.
+ * Strings seen again in a later batch stay in a bounded least-recently-used cache, their counts updated in memory and
+ * written when they leave it or at the end, so a string that recurs in every batch costs one read and one write per
+ * run instead of one of each per batch. Counts written late are safe: a run's counts count only once the run
+ * completed, and a run completes only after this stage has flushed.
+ *
+ * The write of batch N overlaps the lookup and work of batch N+1. Batch N's written records stay in an overlay until
+ * their write lands, so N+1 sees them; and batch N's new strings go downstream only after their write landed, so no
+ * later commit can cover ids whose records are not yet stored.
  */
 export function dedupStrings(options: DedupOptions): Transform {
   const { store, run, counters, embedFields } = options;
+  const cacheSize = options.cacheSize ?? DEFAULT_CACHE;
   const source = store.sourceId(options.source);
   const fieldIds = embedFields.map((name) => store.fieldId(name));
   let nextId = store.committedId;
-  let inFlight: { write: Promise<void>; fresh: NewString[]; buckets: Map<string, StringEntry[]> } | undefined;
+  const cache = new Map<string, Cached>();
+  let inFlight: { write: Promise<void>; fresh: NewString[]; written: Map<string, StringRecord> } | undefined;
 
-  const processBatch = async (batch: ExtractedBatch): Promise<void> => {
-    // Aggregate inside the batch first: most repeats (roles, genres) never reach the store.
-    const seen = new Map<string, Seen>();
-    for (let i = 0; i < batch.texts.length; i++) {
+  /** A string known before this batch: counted as distinct and known once per run. */
+  const known = (record: StringRecord) => {
+    if (record.lr !== run) {
+      record.lr = run;
+      counters.distinct++;
+      counters.known++;
+    }
+  };
+
+  const processBatch = async (batch: DistinctBatch): Promise<void> => {
+    const n = batch.texts.length;
+    const records = new Array<StringRecord>(n);
+    const misses: number[] = [];
+    const missKeys: Buffer[] = [];
+    const keys = Buffer.from(batch.keys.buffer, batch.keys.byteOffset, batch.keys.byteLength);
+    for (let i = 0; i < n; i++) {
       const text = batch.texts[i]!;
-      const field = batch.fields[i]!;
-      const s = seen.get(text);
-      if (!s) seen.set(text, { n: 1, firstField: field, counts: undefined, line: batch.lines[i] });
-      else if (field === s.firstField && !s.counts) s.n++;
+      let cached = cache.get(text);
+      if (cached) cache.delete(text); // re-inserted below: most recently used last
       else {
-        s.counts ??= Object.assign(new Array<number>(embedFields.length).fill(0), { [s.firstField]: s.n });
-        s.counts[field]!++;
+        const record = inFlight?.written.get(text);
+        if (record) cached = { record, dirty: false };
+      }
+      if (cached) {
+        known(cached.record);
+        cached.dirty = true;
+        cache.set(text, cached);
+        records[i] = cached.record;
+      } else {
+        misses.push(i);
+        missKeys.push(keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES));
       }
     }
-    const keyOf = new Map<string, string>();
-    const buckets = new Map<string, StringEntry[]>();
-    const toRead: string[] = [];
-    for (const text of seen.keys()) {
-      const key = crcKey(CRC32.str(text));
-      keyOf.set(text, key);
-      if (buckets.has(key)) continue;
-      const pending = inFlight?.buckets.get(key);
-      if (pending) buckets.set(key, pending);
-      else {
-        buckets.set(key, []);
-        toRead.push(key);
-      }
-    }
-    const found = await store.getBuckets(toRead);
-    toRead.forEach((key, i) => {
-      if (found[i]) buckets.set(key, found[i]!);
-    });
+    const found = await store.lookupStrings(missKeys);
 
     const fresh: NewString[] = [];
+    const newTexts: string[] = [];
     const firstNewId = nextId;
-    const newIdBuckets: string[] = [];
-    for (const [text, s] of seen) {
-      const key = keyOf.get(text)!;
-      const bucket = buckets.get(key)!;
-      let entry = bucket.find((e) => e.t === text);
-      if (!entry) {
-        entry = { id: nextId++, t: text, f: fieldIds[s.firstField]!, lr: run, src: [] };
-        bucket.push(entry);
-        newIdBuckets.push(key);
-        counters.distinct++;
-        counters.newStrings++;
-        fresh.push({ id: entry.id, crc: parseInt(key, 16), field: embedFields[s.firstField]!, text, line: s.line });
-      } else if (entry.lr !== run) {
-        entry.lr = run;
-        counters.distinct++;
-        counters.known++;
+    misses.forEach((i, j) => {
+      const text = batch.texts[i]!;
+      const record = found[j];
+      if (record) {
+        known(record);
+        cache.set(text, { record, dirty: true });
+        records[i] = record;
+        return;
       }
-      if (!s.counts) addOccurrences(store, entry, source, run, fieldIds[s.firstField]!, s.n);
-      else for (let f = 0; f < s.counts.length; f++) if (s.counts[f]) addOccurrences(store, entry, source, run, fieldIds[f]!, s.counts[f]!);
-    }
+      records[i] = { id: nextId++, f: fieldIds[batch.firstField[i]!]!, lr: run, src: [] };
+      counters.distinct++;
+      counters.newStrings++;
+      newTexts.push(text);
+      fresh.push({ id: records[i]!.id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, line: batch.lines[i] || undefined });
+    });
+    for (let i = 0; i < n; i++) addOccurrences(store, records[i]!, source, run, fieldIds[batch.firstField[i]!]!, batch.count[i]!);
+    for (let m = 0; m < batch.more.length; m += 3) addOccurrences(store, records[batch.more[m]!]!, source, run, fieldIds[batch.more[m + 1]!]!, batch.more[m + 2]!);
+
+    // New strings' records now, with their counts; they stay visible to the next batch until the write lands.
+    const writes: Array<[Buffer, Buffer]> = [];
+    const written = new Map<string, StringRecord>();
+    misses.forEach((i, j) => {
+      if (found[j]) return;
+      writes.push([missKeys[j]!, encodeRecord(records[i]!)]);
+      written.set(batch.texts[i]!, records[i]!);
+    });
+    // Least recently used out first; their counts go with this batch's write.
+    if (cache.size > cacheSize)
+      for (const [text, cached] of cache) {
+        if (cache.size <= cacheSize * 0.9) break;
+        cache.delete(text);
+        if (!cached.dirty) continue;
+        writes.push([stringKey(text), encodeRecord(cached.record)]);
+        written.set(text, cached.record);
+      }
+
     // One write in flight at a time keeps writes in order.
     const previous = await landPrevious();
     if (previous.length) stage.push(previous);
-    inFlight = { write: store.putBuckets(buckets, firstNewId, newIdBuckets), fresh, buckets };
+    inFlight = { write: store.writeStrings(writes, firstNewId, newTexts), fresh, written };
   };
 
   const landPrevious = async (): Promise<NewString[]> => {
@@ -110,13 +139,33 @@ export function dedupStrings(options: DedupOptions): Transform {
     return fresh;
   };
 
+  /** Writes the counts still in the cache (the run is not complete before they are stored). */
+  const flushCache = async (): Promise<void> => {
+    let writes: Array<[Buffer, Buffer]> = [];
+    for (const [text, cached] of cache) {
+      if (!cached.dirty) continue;
+      writes.push([stringKey(text), encodeRecord(cached.record)]);
+      if (writes.length >= FLUSH_BATCH) {
+        await store.writeStrings(writes, nextId, []);
+        writes = [];
+      }
+    }
+    await store.writeStrings(writes, nextId, []);
+    cache.clear();
+  };
+
   const stage = new Transform({
     ...BATCH_STREAM,
-    transform(batch: ExtractedBatch, _enc, callback) {
+    transform(batch: DistinctBatch, _enc, callback) {
       processBatch(batch).then(() => callback(), callback);
     },
     flush(callback) {
-      landPrevious().then((last) => callback(null, last.length ? last : undefined), callback);
+      landPrevious()
+        .then(async (last) => {
+          await flushCache();
+          return last;
+        })
+        .then((last) => callback(null, last.length ? last : undefined), callback);
     },
   });
   return stage;

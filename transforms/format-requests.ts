@@ -14,12 +14,22 @@ export interface RequestItem {
   field: string;
   line?: string;
   tokens: number;
+  /** `tokens` is an estimate. */
+  estimated?: true;
   skip?: string;
 }
 
-/** `{crc32hex}_{field}_{id}`: the CRC32 names the string's bucket, the id is unique in the work directory. */
+/** `{crc32hex}_{field}_{id}`: the CRC32 names the text (checked when results come back), the id is unique in the work directory. */
 export function customId(crc: number, field: string, id: number): string {
-  return `${(crc >>> 0).toString(16).padStart(8, '0')}_${field.replace(/[^A-Za-z0-9-]/g, '-')}_${id}`;
+  return `${(crc >>> 0).toString(16).padStart(8, '0')}_${idField(field)}_${id}`;
+}
+
+/** Field names as they appear in custom ids (a handful per run, so each is cleaned once). */
+const idFields = new Map<string, string>();
+function idField(field: string): string {
+  let clean = idFields.get(field);
+  if (clean === undefined) idFields.set(field, (clean = field.replace(/[^A-Za-z0-9-]/g, '-')));
+  return clean;
 }
 
 /** Parses a custom_id written by customId(); undefined if it is not one of ours. */
@@ -47,7 +57,7 @@ export function formatRequests(body: RequestBodyOptions): Transform {
       const items: RequestItem[] = batch.map((s) =>
         s.skip
           ? { id: s.id, field: s.field, tokens: s.tokens ?? 0, skip: s.skip }
-          : { id: s.id, field: s.field, tokens: s.tokens ?? 0, line: requestLine(customId(s.crc, s.field, s.id), s.text) },
+          : { id: s.id, field: s.field, tokens: s.tokens ?? 0, ...(s.estimated ? { estimated: true } : {}), line: requestLine(customId(s.crc, s.field, s.id), s.text) },
       );
       callback(null, items);
     },

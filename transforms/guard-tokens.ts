@@ -1,7 +1,7 @@
 import { decode, encode } from 'gpt-tokenizer/encoding/cl100k_base';
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
-import { countWithin } from '../src/token-worker.js';
+import { countWithin } from '../src/tokens.js';
 import { countSkip, type IngestCounters, type NewString } from '../src/types.js';
 
 export interface GuardOptions {

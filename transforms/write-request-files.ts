@@ -38,6 +38,7 @@ interface OpenFile {
   lines: number;
   bytes: number;
   tokens: number;
+  estimatedTokens: number;
   firstId: number;
 }
 
@@ -56,7 +57,7 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
   const openFile = async (firstId: number): Promise<OpenFile> => {
     const seq = store.nextSeq;
     const handle = await open(path.join(dir, partialName(seq)), 'w', 0o600);
-    return { ids: [], seq, handle, hash: createHash('sha256'), lines: 0, bytes: 0, tokens: 0, firstId };
+    return { ids: [], seq, handle, hash: createHash('sha256'), lines: 0, bytes: 0, tokens: 0, estimatedTokens: 0, firstId };
   };
 
   const finishFile = async (file: OpenFile): Promise<void> => {
@@ -70,6 +71,7 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
       lines: file.lines,
       inputs: file.lines,
       tokens: file.tokens,
+      ...(file.estimatedTokens ? { tokensEstimated: true } : {}),
       bytes: file.bytes,
       sha256: file.hash.digest('hex'),
       firstId: file.firstId,
@@ -90,8 +92,9 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
     let chunkBytes = 0;
     const flushChunk = async () => {
       if (!chunk || !current) return;
-      await current.handle.write(chunk);
-      current.hash.update(chunk);
+      const bytes = Buffer.from(chunk); // encoded once for the file and the hash
+      await current.handle.write(bytes);
+      current.hash.update(bytes);
       chunk = '';
       chunkBytes = 0;
     };
@@ -114,6 +117,10 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
       current.lines++;
       current.bytes += bytes;
       current.tokens += item.tokens;
+      if (item.estimated) {
+        current.estimatedTokens += item.tokens;
+        counters.estimatedTokens += item.tokens;
+      }
       if (options.onRetryFile) current.ids.push(item.id);
       counters.requestLines++;
       counters.tokens += item.tokens;

@@ -47,7 +47,7 @@ export function printPrepareSummary(s: PrepareSummary): void {
       `  distinct strings   ${num(s.distinctStrings)} (already known ${num(s.alreadyKnown)}, new ${num(s.newStrings)})`,
       `  skipped            ${skipped}`,
       `  request lines      ${num(s.requestLines)} in ${num(s.filesWritten.length)} new file(s)`,
-      `  tokens             ${num(s.tokens)}`,
+      `  tokens             ${s.estimatedTokens ? `about ${num(s.tokens)} (${num(s.estimatedTokens)} estimated from a sample; submit counts each file exactly)` : num(s.tokens)}`,
       `  estimated cost     ${usd(s.estimatedCostUsd.batch)} with the Batch API, ${usd(s.estimatedCostUsd.realtime)} real-time`,
       `  took               ${s.elapsedSeconds.toFixed(1)} s, peak memory ${s.peakRssMB.toFixed(0)} MB`,
       ...s.filesWritten.map((f) => `  wrote              ${f}`),

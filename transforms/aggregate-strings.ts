@@ -1,0 +1,69 @@
+import CRC32 from 'crc-32';
+import { Transform } from 'node:stream';
+import { BATCH_STREAM } from './batch-items.js';
+import { STRING_KEY_BYTES, writeStringKey } from '../src/store.js';
+import type { ExtractedBatch } from './extract-strings.js';
+
+/**
+ * The distinct strings of one batch of rows, with their occurrences, store keys and CRC32s, in first-seen order. Flat
+ * typed arrays, so a batch crosses to the ingest worker as a few memory copies rather than an object per string.
+ */
+export interface DistinctBatch {
+  texts: string[];
+  /** Embed field index where texts[i] was first seen, and its occurrences there. */
+  firstField: Uint8Array;
+  count: Uint32Array;
+  /** Occurrences in other fields (rare): flat triples of text index, field index, occurrences. */
+  more: number[];
+  /** Input line where texts[i] was first seen (0: not known). */
+  lines: Uint32Array;
+  /** Store keys (see stringKey), STRING_KEY_BYTES each. */
+  keys: Uint8Array;
+  crcs: Uint32Array;
+}
+
+/** Folds one batch's occurrences into its distinct strings: most repeats (roles, genres) end here. */
+export function aggregateBatch(batch: ExtractedBatch): DistinctBatch {
+  const index = new Map<string, number>();
+  const texts: string[] = [];
+  const firstField: number[] = [];
+  const count: number[] = [];
+  const lines: number[] = [];
+  const more = new Map<number, number>(); // text index * 256 + field -> occurrences
+  for (let i = 0; i < batch.texts.length; i++) {
+    const text = batch.texts[i]!;
+    const field = batch.fields[i]!;
+    const at = index.get(text);
+    if (at === undefined) {
+      index.set(text, texts.length);
+      texts.push(text);
+      firstField.push(field);
+      count.push(1);
+      lines.push(batch.lines[i] ?? 0);
+    } else if (field === firstField[at]) count[at]!++;
+    else more.set(at * 256 + field, (more.get(at * 256 + field) ?? 0) + 1);
+  }
+  const keys = new Uint8Array(texts.length * STRING_KEY_BYTES);
+  const view = new DataView(keys.buffer);
+  const crcs = new Uint32Array(texts.length);
+  for (let i = 0; i < texts.length; i++) {
+    writeStringKey(texts[i]!, view, i * STRING_KEY_BYTES);
+    crcs[i] = CRC32.str(texts[i]!) >>> 0;
+  }
+  const flat: number[] = [];
+  for (const [k, n] of more) flat.push(Math.floor(k / 256), k % 256, n);
+  return { texts, firstField: Uint8Array.from(firstField), count: Uint32Array.from(count), more: flat, lines: Uint32Array.from(lines), keys, crcs };
+}
+
+/**
+ * Batches of extracted strings to their distinct strings with counts, store keys and CRC32s (on the main thread, which
+ * waits on the ingest worker otherwise: hashing here keeps the worker, the slower side, to the store work).
+ */
+export function aggregateStrings(): Transform {
+  return new Transform({
+    ...BATCH_STREAM,
+    transform(batch: ExtractedBatch, _enc, callback) {
+      callback(null, aggregateBatch(batch));
+    },
+  });
+}
