@@ -152,12 +152,14 @@ test('a second process on the same work directory is refused while the first run
   const work = tempDir(t);
   const dir = tempDir(t);
   const big = path.join(dir, 'big.csv');
-  await writeFile(big, (out) => writeCatalog(out, 20_000));
+  // Big enough that the first run is still going when the second starts (about 3 s here).
+  await writeFile(big, (out) => writeCatalog(out, 80_000));
   const first = spawn(process.execPath, [CLI, 'prepare', big, '--work-dir', work, '--quiet'], { stdio: 'ignore' });
+  const firstDone = new Promise((resolve) => first.on('close', resolve));
   await waitFor(() => existsSync(path.join(work, 'state', 'LOCK')));
   await sleep(300);
   const second = await runCli(['prepare', fixture('catalog.csv'), '--work-dir', work]);
-  const firstCode = await new Promise((resolve) => first.on('close', resolve));
+  const firstCode = await firstDone;
   assert.equal(firstCode, 0);
   if (second.code !== 0) assert.match(second.stderr, /in use by another embatch process/);
   else assert.fail('the second process ran while the first held the work directory');
@@ -166,7 +168,7 @@ test('a second process on the same work directory is refused while the first run
 test('killed at random moments and rerun, prepare writes the same request lines as an uninterrupted run', async (t) => {
   const dir = tempDir(t);
   const csv = path.join(dir, 'crash.csv');
-  await writeFile(csv, (out) => writeCatalog(out, 30_000));
+  await writeFile(csv, (out) => writeCatalog(out, 50_000));
   const opts = ['--set', 'max_requests_per_file=3000', '--quiet'];
   const clean = path.join(dir, 'clean');
   assert.equal((await runCli(['prepare', csv, '--work-dir', clean, ...opts])).code, 0);
