@@ -218,7 +218,12 @@ export class StateStore {
       throw new StateError('STATE_OPEN', `cannot open the state store in ${workDir}: ${(err as Error).message}`, { cause: err });
     }
     chmodSync(path.join(workDir, 'state'), 0o700);
-    await store.#load();
+    try {
+      await store.#load();
+    } catch (err) {
+      await store.#db.close().catch(() => {});
+      throw err;
+    }
     return store;
   }
 

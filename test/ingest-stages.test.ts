@@ -6,6 +6,7 @@ import { Readable, Writable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
 import { countTokens as referenceCount } from 'gpt-tokenizer/encoding/cl100k_base';
+import { Level } from 'level';
 import { InputError } from '../src/errors.js';
 import { StateStore } from '../src/store.js';
 import { newCounters, type CsvRecord, type NewString } from '../src/types.js';
@@ -179,6 +180,16 @@ test('dedupStrings: counts of strings that recur across batches are right whethe
     for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}`);
     await store.close();
   }
+});
+
+test('a work directory in another state layout is refused with a message saying what to do', async (t) => {
+  const dir = tempDir(t);
+  await (await StateStore.open(dir)).close();
+  // As an older embatch left it: no layout version.
+  const db = new Level<string, unknown>(path.join(dir, 'state'), { valueEncoding: 'json' });
+  await db.sublevel('m', { valueEncoding: 'json' }).del('layout');
+  await db.close();
+  await assert.rejects(StateStore.open(dir), (err: Error & { code?: string }) => err.code === 'STATE_LAYOUT' && /state layout 1, this one reads 2\); use a new work directory/.test(err.message));
 });
 
 test('countTokens: exact where the limit could be passed (-1 past it), one in N sampled exactly, the rest estimated', async () => {
