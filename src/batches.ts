@@ -582,7 +582,7 @@ async function withRetries<T>(what: string, fn: () => Promise<T>, attempts = 5):
 
 /**
  * Counts a request file's tokens exactly and records them (prepare estimates most of them, see count-tokens.ts): the
- * enqueued-token budget and the cost shown from here on are exact. 50,000 lines take about half a second.
+ * enqueued-token budget and the cost shown from here on are exact. 50,000 lines take 0.33-0.39 s here.
  */
 async function countFileTokens(ctx: StoreCtx, file: RequestFile): Promise<RequestFile> {
   const filePath = path.join(workPaths(ctx.config.work_dir).requests, file.name);

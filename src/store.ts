@@ -330,7 +330,7 @@ export class StateStore {
    * one chunk: a dead run's uncommitted strings are found through it.
    */
   async writeStrings(records: Array<[Buffer, Buffer]>, firstNewId: number, newTexts: string[]): Promise<void> {
-    const ops: BatchOp[] = records.map(([key, value]) => ({ type: 'put', key, value, keyEncoding: 'buffer', valueEncoding: 'buffer' }));
+    const ops: BatchOp[] = records.map(([key, value]) => ({ type: 'put', key, value, ...BINARY }));
     if (newTexts.length) {
       ops.push({ type: 'put', sublevel: this.texts, key: pad(firstNewId), value: newTexts });
       ops.push({ type: 'put', sublevel: this.#meta, key: 'fields', value: this.#state.fields });

@@ -152,7 +152,7 @@ test('a second process on the same work directory is refused while the first run
   const work = tempDir(t);
   const dir = tempDir(t);
   const big = path.join(dir, 'big.csv');
-  // Big enough that the first run is still going when the second starts (about 3 s here).
+  // Big enough that the first run is still going when the second starts.
   await writeFile(big, (out) => writeCatalog(out, 80_000));
   const first = spawn(process.execPath, [CLI, 'prepare', big, '--work-dir', work, '--quiet'], { stdio: 'ignore' });
   const firstDone = new Promise((resolve) => first.on('close', resolve));

@@ -128,14 +128,16 @@ test('a file of good, failed, corrupt and unknown lines: good ones indexed, ever
     JSON.stringify({ id: 'y', custom_id: JSON.parse(good[12]!).custom_id, response: null, error: { code: 'batch_expired', message: 'expired' } }),
     JSON.stringify({ ...JSON.parse(good[13]!), response: { status_code: 200, body: { data: [{ embedding: [1, 2, 3] }] } } }),
     JSON.stringify({ ...JSON.parse(good[14]!), response: { status_code: 200, body: { data: [{ embedding: [...Array(63).fill(0.1), null] }] } } }),
+    // A real id under a CRC32 that is not its text's (a line from another work directory): refused, not mis-indexed.
+    JSON.stringify({ ...first, custom_id: first.custom_id.replace(/^[0-9a-f]{8}/, (crc: string) => (crc === '00000000' ? '00000001' : '00000000')) }),
   ];
   const file = path.join(work, 'mixed.jsonl');
   writeFileSync(file, mixed.join('\n') + '\n');
   const r = await json(['replay', file]);
-  assert.equal(r.lines, 17);
-  assert.deepEqual(r.failedLines, { corrupt_line: 2, unknown_custom_id: 1, server_error: 1, batch_expired: 1, wrong_dimensions: 1, bad_embedding: 1 });
+  assert.equal(r.lines, 18);
+  assert.deepEqual(r.failedLines, { corrupt_line: 2, unknown_custom_id: 2, server_error: 1, batch_expired: 1, wrong_dimensions: 1, bad_embedding: 1 });
   const rejects = readFileSync(r.rejectsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  assert.deepEqual(rejects.map((x) => x.line).sort((a, b) => a - b), [11, 12, 13, 14, 15, 16, 17]);
+  assert.deepEqual(rejects.map((x) => x.line).sort((a, b) => a - b), [11, 12, 13, 14, 15, 16, 17, 18]);
   assert.ok(r.acked >= 10 && (await count(collection)) === r.acked);
   // The server error and the expired line are what retry picks up.
   const status = await json(['status', '--offline']);

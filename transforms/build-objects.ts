@@ -6,6 +6,7 @@ import type { StateStore } from '../src/store.js';
 import type { EntityProperties } from '../src/weaviate.js';
 import { BATCH_STREAM } from './batch-items.js';
 import type { DecodedBatch, FailedLine } from './decode-results.js';
+import { crcHex } from './format-requests.js';
 
 /** One Weaviate object: a (string, field) pair with the string's vector. */
 export interface EntityObject {
@@ -24,10 +25,6 @@ export function hashValue(text: string): string {
   return xxh3.xxh128(text).toString(16).padStart(32, '0');
 }
 
-/** CRC32 of a text as in custom ids: 8 lowercase hex digits. */
-export function crcHex(text: string): string {
-  return (CRC32.str(text) >>> 0).toString(16).padStart(8, '0');
-}
 
 /**
  * The object id: uuid5(DNS, "<hash_value>_<field>"), exactly as the seed system computed it, so objects written by
@@ -78,7 +75,7 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
           batch.ok.forEach((r, i) => {
             const string = found[i];
             // The custom_id's CRC32 must name the text too: a line from another work directory's file is refused.
-            if (!string || crcHex(string.text) !== r.crc) {
+            if (!string || crcHex(CRC32.str(string.text)) !== r.crc) {
               options.onFailed({ file: r.file, line: r.line, customId: r.customId, code: 'unknown_custom_id', reason: 'no string with this custom_id in the work directory', retryable: false });
               return;
             }

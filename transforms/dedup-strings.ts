@@ -22,7 +22,7 @@ interface Cached {
   dirty: boolean;
 }
 
-/** Enough for the strings that recur in nearly every batch (roles, genres, subjects, frequent names); ~15 MB. */
+/** Enough for the strings that recur in nearly every batch (roles, genres, subjects, frequent names). */
 const DEFAULT_CACHE = 32_768;
 /** Dirty records written per batch when the cache is flushed at the end. */
 const FLUSH_BATCH = 8192;

@@ -21,7 +21,12 @@ export interface RequestItem {
 
 /** `{crc32hex}_{field}_{id}`: the CRC32 names the text (checked when results come back), the id is unique in the work directory. */
 export function customId(crc: number, field: string, id: number): string {
-  return `${(crc >>> 0).toString(16).padStart(8, '0')}_${idField(field)}_${id}`;
+  return `${crcHex(crc)}_${idField(field)}_${id}`;
+}
+
+/** A CRC32 as custom ids spell it: 8 lowercase hex digits. */
+export function crcHex(crc: number): string {
+  return (crc >>> 0).toString(16).padStart(8, '0');
 }
 
 /** Field names as they appear in custom ids (a handful per run, so each is cleaned once). */
