@@ -25,8 +25,12 @@ import { createProgress } from './progress.js';
 import { addCounters, newCounters, type IngestCounters } from './types.js';
 import { workPaths } from './workdir.js';
 
-/** Rows per batch after the parser: per-batch costs (LevelDB, worker messages) vanish at this size (streams-perf §2.5). */
-const ROWS_PER_BATCH = 2000;
+/**
+ * Rows per batch after the parser. At ~2 new strings per row, 500 rows still make ~1,000 LevelDB entries per call, so
+ * per-call costs stay small (streams-perf §2.5), while the worker holds fewer strings at each young-generation
+ * collection: at 200k rows, peak RSS 400-425 MB against 540-565 MB with 2,000 rows, ~5% less CPU, the same wall time.
+ */
+const ROWS_PER_BATCH = 500;
 
 export interface PrepareOptions {
   /** A file path, or "-" for standard input. */

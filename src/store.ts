@@ -156,14 +156,15 @@ interface BatchOp {
   sublevel?: unknown;
   key: string | Buffer;
   value?: unknown;
-  keyEncoding?: 'buffer';
-  valueEncoding?: 'buffer';
+  keyEncoding?: 'buffer' | 'utf8';
+  valueEncoding?: 'buffer' | 'json';
 }
 
 /** Version of the layout above; a store written in another layout is refused with a clear message. */
 const LAYOUT = 2;
 const STRING_PREFIX = Buffer.from('!h!');
 const BINARY = { keyEncoding: 'buffer', valueEncoding: 'buffer' } as const;
+const JSON_ENTRY = { keyEncoding: 'utf8', valueEncoding: 'json' } as const;
 /** Text chunks read back by id (results, retry) are kept a few at a time: result files come in id order. */
 const CHUNK_CACHE = 4;
 
@@ -330,12 +331,13 @@ export class StateStore {
    * one chunk: a dead run's uncommitted strings are found through it.
    */
   async writeStrings(records: Array<[Buffer, Buffer]>, firstNewId: number, newTexts: string[]): Promise<void> {
-    const ops: BatchOp[] = records.map(([key, value]) => ({ type: 'put', key, value, ...BINARY }));
+    // Binary by default (the batch's options); the two JSON entries say so themselves.
+    const ops: BatchOp[] = records.map(([key, value]) => ({ type: 'put', key, value }));
     if (newTexts.length) {
-      ops.push({ type: 'put', sublevel: this.texts, key: pad(firstNewId), value: newTexts });
-      ops.push({ type: 'put', sublevel: this.#meta, key: 'fields', value: this.#state.fields });
+      ops.push({ type: 'put', sublevel: this.texts, key: pad(firstNewId), value: newTexts, ...JSON_ENTRY });
+      ops.push({ type: 'put', sublevel: this.#meta, key: 'fields', value: this.#state.fields, ...JSON_ENTRY });
     }
-    if (ops.length) await this.#db.batch(ops as never);
+    if (ops.length) await this.#db.batch(ops as never, BINARY as never);
   }
 
   /** Strings by id, with their texts and records (undefined for an id this work directory never committed). */
@@ -526,6 +528,11 @@ export function writeStringKey(text: string, view: DataView, offset: number): vo
   const hash = xxh3.xxh128(text);
   view.setBigUint64(offset + STRING_PREFIX.length, hash >> 64n);
   view.setBigUint64(offset + STRING_PREFIX.length + 8, BigInt.asUintN(64, hash));
+}
+
+/** 32 bits of the hash in the `i`-th key of `keys` (keys laid end to end), for keying in-memory maps. */
+export function cacheSlot(keys: Buffer, i: number): number {
+  return keys.readUInt32BE(i * STRING_KEY_BYTES + STRING_PREFIX.length);
 }
 
 export function stringKey(text: string): Buffer {

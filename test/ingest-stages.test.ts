@@ -151,7 +151,7 @@ test('dedupStrings: CRC32 collisions stay apart, one string in two fields is one
   await second.store.close();
 });
 
-test('dedupStrings: counts of strings that recur across batches are right whether they stay in the cache or leave it', async (t) => {
+test('dedupStrings: counts of strings that recur across batches are right whether they stay in the cache, leave it, or find their cache key taken', async (t) => {
   // 40 batches over 12 recurring names and one new title each; a cache of 4 makes names leave and come back.
   const names = Array.from({ length: 12 }, (_, i) => `name ${i}`);
   const batches: ExtractedBatch[] = Array.from({ length: 40 }, (_, b) => {
@@ -166,18 +166,19 @@ test('dedupStrings: counts of strings that recur across batches are right whethe
       counts[field] = (counts[field] ?? 0) + 1;
       expected.set(text, counts);
     });
-  for (const cacheSize of [4, 1000]) {
+  // A key mask of 3 makes strings share the cache's 4 keys: one that finds its key taken is written with its batch.
+  for (const [cacheSize, cacheKeyMask] of [[4, undefined], [1000, undefined], [1000, 3]] as const) {
     const dir = tempDir(t);
     const store = await StateStore.open(dir);
     const counters = newCounters();
     const run_ = await store.beginRun('src');
-    const fresh = (await run<NewString[]>(batches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: ['person', 'title'], counters, cacheSize }))).flat();
+    const fresh = (await run<NewString[]>(batches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: ['person', 'title'], counters, cacheSize, cacheKeyMask }))).flat();
     await store.commit(store.committedId + fresh.length, null, []);
     await store.finishRun(run_);
     assert.equal(fresh.length, expected.size);
     assert.deepEqual([counters.distinct, counters.newStrings, counters.known], [expected.size, expected.size, 0]);
     const stored = await store.readStrings(fresh.map((s) => s.id));
-    for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}`);
+    for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}, key mask ${cacheKeyMask}`);
     await store.close();
   }
 });
@@ -243,6 +244,8 @@ test('formatRequests: the Batch API line shape; custom ids round-trip', async ()
     body: { model: 'text-embedding-3-small', input: 'Say "hi"\n\u2028', encoding_format: 'base64', dimensions: 256 },
   });
   assert.equal(customId(0x4ddb0c25, 'related_work', 12), '4ddb0c25_related-work_12');
+  // crc-32 gives signed numbers; leading zeros stay.
+  assert.deepEqual([customId(-1, 'f', 0), customId(0xab12, 'f', 1), customId(-0x7ffffff0, 'f', 2)], ['ffffffff_f_0', '0000ab12_f_1', '80000010_f_2']);
   assert.deepEqual(parseCustomId('4ddb0c25_related-work_12'), { crc: '4ddb0c25', field: 'related-work', id: 12 });
   assert.equal(parseCustomId('req_1'), undefined);
   const [items] = await run<RequestItem[]>([[{ id: 1, crc: 1, field: 'f', text: 't', line: 1, tokens: 1 }, { id: 2, crc: 1, field: 'f', text: 'x', line: 1, tokens: 9, skip: 'too_long' }]], formatRequests({ model: 'm', encodingFormat: 'float', dimensions: null }));
@@ -254,7 +257,9 @@ test('writeRequestFiles: rolls by lines and by bytes, records line count, tokens
   const dir = tempDir(t);
   const store = await StateStore.open(path.join(dir, 'work'));
   const counters = newCounters();
-  const items: RequestItem[] = Array.from({ length: 25 }, (_, id) => ({ id, field: 'f', tokens: 2, line: JSON.stringify({ custom_id: `x_${id}`, pad: 'p'.repeat(id === 20 ? 300 : 10) }) }));
+  // Line 20 passes the byte cap alone, line 22 is longer than the writer's 1 MB buffer, line 23 is multi-byte.
+  const pad = (id: number) => (id === 20 ? 'p'.repeat(300) : id === 22 ? 'ü'.repeat(600_000) : id === 23 ? 'Dvořák 🎻' : 'p'.repeat(10));
+  const items: RequestItem[] = Array.from({ length: 25 }, (_, id) => ({ id, field: 'f', tokens: 2, line: JSON.stringify({ custom_id: `x_${id}`, pad: pad(id) }) }));
   items[5] = { id: 5, field: 'f', tokens: 0, skip: 'too_long' };
   await pipeline(Readable.from([items.slice(0, 12), items.slice(12)], { objectMode: true }), writeRequestFiles({ store, dir, maxLines: 10, maxBytes: 400, model: 'm', run: 1, counters }));
   const files = readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort();
@@ -265,6 +270,8 @@ test('writeRequestFiles: rolls by lines and by bytes, records line count, tokens
   const lines = records.map((r) => r.lines);
   assert.equal(lines.reduce((a, b) => a + b), 24);
   assert.ok(lines.every((n) => n <= 10));
+  const written = records.map((r) => readFileSync(path.join(dir, r.name), 'utf8')).join('');
+  assert.equal(written, items.flatMap((item) => (item.line === undefined ? [] : [`${item.line}\n`])).join(''), 'every line, in order, once');
   for (const r of records) {
     const bytes = readFileSync(path.join(dir, r.name));
     assert.ok(r.bytes <= 400 || r.lines === 1, 'byte cap respected');

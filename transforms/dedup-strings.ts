@@ -1,6 +1,6 @@
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
-import { addOccurrences, encodeRecord, STRING_KEY_BYTES, stringKey, type StateStore, type StringRecord } from '../src/store.js';
+import { addOccurrences, cacheSlot, encodeRecord, STRING_KEY_BYTES, stringKey, type StateStore, type StringRecord } from '../src/store.js';
 import type { IngestCounters, NewString } from '../src/types.js';
 import type { DistinctBatch } from './aggregate-strings.js';
 
@@ -14,9 +14,12 @@ export interface DedupOptions {
   counters: IngestCounters;
   /** Strings kept in memory with their counts between batches (see below). */
   cacheSize?: number;
+  /** Bits of the hash the cache is keyed by (tests narrow it to make strings share keys). */
+  cacheKeyMask?: number;
 }
 
 interface Cached {
+  text: string;
   record: StringRecord;
   /** Counts changed since the record was last written. */
   dirty: boolean;
@@ -26,6 +29,8 @@ interface Cached {
 const DEFAULT_CACHE = 32_768;
 /** Dirty records written per batch when the cache is flushed at the end. */
 const FLUSH_BATCH = 8192;
+/** Bits of a string's hash the cache is keyed by: small integers make Map lookups ~7x cheaper than long text keys. */
+const CACHE_KEY_MASK = 0x3fffffff;
 
 /**
  * Keeps each distinct string once, across runs: one batched LevelDB read and one batched write per batch, never a
@@ -36,7 +41,8 @@ const FLUSH_BATCH = 8192;
  * Strings seen again in a later batch stay in a bounded least-recently-used cache, their counts updated in memory and
  * written when they leave it or at the end, so a string that recurs in every batch costs one read and one write per
  * run instead of one of each per batch. Counts written late are safe: a run's counts count only once the run
- * completed, and a run completes only after this stage has flushed.
+ * completed, and a run completes only after this stage has flushed. The cache is keyed by 30 bits of the string's
+ * hash and each entry holds its text: a string whose bits another cached string holds is written with its batch.
  *
  * The write of batch N overlaps the lookup and work of batch N+1. Batch N's written records stay in an overlay until
  * their write lands, so N+1 sees them; and batch N's new strings go downstream only after their write landed, so no
@@ -45,10 +51,11 @@ const FLUSH_BATCH = 8192;
 export function dedupStrings(options: DedupOptions): Transform {
   const { store, run, counters, embedFields } = options;
   const cacheSize = options.cacheSize ?? DEFAULT_CACHE;
+  const cacheKeyMask = options.cacheKeyMask ?? CACHE_KEY_MASK;
   const source = store.sourceId(options.source);
   const fieldIds = embedFields.map((name) => store.fieldId(name));
   let nextId = store.committedId;
-  const cache = new Map<string, Cached>();
+  const cache = new Map<number, Cached>();
   let inFlight: { write: Promise<void>; fresh: NewString[]; written: Map<string, StringRecord> } | undefined;
 
   /** A string known before this batch: counted as distinct and known once per run. */
@@ -66,22 +73,34 @@ export function dedupStrings(options: DedupOptions): Transform {
     const misses: number[] = [];
     const missKeys: Buffer[] = [];
     const keys = Buffer.from(batch.keys.buffer, batch.keys.byteOffset, batch.keys.byteLength);
+    const keyAt = (i: number) => keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES);
+    /** Known strings this batch touched that could not be cached (another string holds their key bits): written with it. */
+    const uncached: number[] = [];
+    /** Caches the `i`-th string, found in the store or the overlay, unless another string holds its key bits. */
+    const admit = (i: number, slot: number, cached: Cached) => {
+      if (cache.has(slot)) uncached.push(i);
+      else cache.set(slot, cached);
+    };
+
     for (let i = 0; i < n; i++) {
       const text = batch.texts[i]!;
-      let cached = cache.get(text);
-      if (cached) cache.delete(text); // re-inserted below: most recently used last
-      else {
+      const slot = cacheSlot(keys, i) & cacheKeyMask;
+      let cached = cache.get(slot);
+      if (cached?.text === text) {
+        cache.delete(slot); // re-inserted below: most recently used last
+        cache.set(slot, cached);
+      } else {
         const record = inFlight?.written.get(text);
-        if (record) cached = { record, dirty: false };
+        if (record) admit(i, slot, (cached = { text, record, dirty: false }));
+        else cached = undefined;
       }
       if (cached) {
         known(cached.record);
         cached.dirty = true;
-        cache.set(text, cached);
         records[i] = cached.record;
       } else {
         misses.push(i);
-        missKeys.push(keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES));
+        missKeys.push(keyAt(i));
       }
     }
     const found = await store.lookupStrings(missKeys);
@@ -89,40 +108,40 @@ export function dedupStrings(options: DedupOptions): Transform {
     const fresh: NewString[] = [];
     const newTexts: string[] = [];
     const firstNewId = nextId;
-    misses.forEach((i, j) => {
+    for (let j = 0; j < misses.length; j++) {
+      const i = misses[j]!;
       const text = batch.texts[i]!;
       const record = found[j];
       if (record) {
         known(record);
-        cache.set(text, { record, dirty: true });
+        admit(i, cacheSlot(keys, i) & cacheKeyMask, { text, record, dirty: true });
         records[i] = record;
-        return;
+        continue;
       }
       records[i] = { id: nextId++, f: fieldIds[batch.firstField[i]!]!, lr: run, src: [] };
       counters.distinct++;
       counters.newStrings++;
       newTexts.push(text);
       fresh.push({ id: records[i]!.id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, line: batch.lines[i] || undefined });
-    });
+    }
     for (let i = 0; i < n; i++) addOccurrences(store, records[i]!, source, run, fieldIds[batch.firstField[i]!]!, batch.count[i]!);
     for (let m = 0; m < batch.more.length; m += 3) addOccurrences(store, records[batch.more[m]!]!, source, run, fieldIds[batch.more[m + 1]!]!, batch.more[m + 2]!);
 
     // New strings' records now, with their counts; they stay visible to the next batch until the write lands.
     const writes: Array<[Buffer, Buffer]> = [];
     const written = new Map<string, StringRecord>();
-    misses.forEach((i, j) => {
-      if (found[j]) return;
-      writes.push([missKeys[j]!, encodeRecord(records[i]!)]);
-      written.set(batch.texts[i]!, records[i]!);
-    });
+    const write = (key: Buffer, text: string, record: StringRecord) => {
+      writes.push([key, encodeRecord(record)]);
+      written.set(text, record);
+    };
+    for (let j = 0; j < misses.length; j++) if (!found[j]) write(missKeys[j]!, batch.texts[misses[j]!]!, records[misses[j]!]!);
+    for (const i of uncached) write(keyAt(i), batch.texts[i]!, records[i]!);
     // Least recently used out first; their counts go with this batch's write.
     if (cache.size > cacheSize)
-      for (const [text, cached] of cache) {
+      for (const [slot, cached] of cache) {
         if (cache.size <= cacheSize * 0.9) break;
-        cache.delete(text);
-        if (!cached.dirty) continue;
-        writes.push([stringKey(text), encodeRecord(cached.record)]);
-        written.set(text, cached.record);
+        cache.delete(slot);
+        if (cached.dirty) write(stringKey(cached.text), cached.text, cached.record);
       }
 
     // One write in flight at a time keeps writes in order.
@@ -142,9 +161,9 @@ export function dedupStrings(options: DedupOptions): Transform {
   /** Writes the counts still in the cache (the run is not complete before they are stored). */
   const flushCache = async (): Promise<void> => {
     let writes: Array<[Buffer, Buffer]> = [];
-    for (const [text, cached] of cache) {
+    for (const cached of cache.values()) {
       if (!cached.dirty) continue;
-      writes.push([stringKey(text), encodeRecord(cached.record)]);
+      writes.push([stringKey(cached.text), encodeRecord(cached.record)]);
       if (writes.length >= FLUSH_BATCH) {
         await store.writeStrings(writes, nextId, []);
         writes = [];

@@ -27,6 +27,9 @@ export interface WriteRequestFilesOptions {
   onRetryFile?: (file: RequestFile, ids: number[]) => Promise<void>;
 }
 
+/** Bytes of encoded lines gathered before a file write. */
+const OUT_BYTES = 1 << 20;
+
 export const requestFileName = (seq: number) => `batch_requests_${String(seq).padStart(6, '0')}.jsonl`;
 const partialName = (seq: number) => `.${requestFileName(seq)}.partial`;
 
@@ -87,33 +90,42 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
     counters.files++;
   };
 
+  /** Lines encoded straight into one reused buffer and written from it (no joined string, no second encoding). */
+  let out = Buffer.allocUnsafe(OUT_BYTES);
+  let used = 0;
+  const flushOut = async () => {
+    if (!used || !current) return;
+    const bytes = out.subarray(0, used);
+    await current.handle.write(bytes);
+    current.hash.update(bytes);
+    used = 0;
+  };
+
   const writeBatch = async (items: RequestItem[]): Promise<void> => {
-    let chunk = '';
-    let chunkBytes = 0;
-    const flushChunk = async () => {
-      if (!chunk || !current) return;
-      const bytes = Buffer.from(chunk); // encoded once for the file and the hash
-      await current.handle.write(bytes);
-      current.hash.update(bytes);
-      chunk = '';
-      chunkBytes = 0;
-    };
     for (const item of items) {
       if (item.line === undefined) {
         skipped.push([item.id, { reason: item.skip ?? 'unknown', field: item.field, tokens: item.tokens }]);
         lastId = item.id;
         continue;
       }
-      const text = item.line + '\n';
-      const bytes = Buffer.byteLength(text);
+      // Room for the line at its longest (3 UTF-8 bytes per UTF-16 unit) and its newline.
+      const room = item.line.length * 3 + 1;
+      if (used + room > out.length) {
+        await flushOut();
+        if (room > out.length) out = Buffer.allocUnsafe(room);
+      }
+      const bytes = out.write(item.line, used) + 1;
+      out[used + bytes - 1] = 0x0a;
       if (current && (current.lines >= maxLines || current.bytes + bytes > options.maxBytes)) {
-        await flushChunk();
+        // The line goes to the next file: write what precedes it, then move it to the front.
+        const start = used;
+        await flushOut();
+        out.copyWithin(0, start, start + bytes);
         await finishFile(current);
         current = undefined;
       }
       current ??= await openFile(item.id);
-      chunk += text;
-      chunkBytes += bytes;
+      used += bytes;
       current.lines++;
       current.bytes += bytes;
       current.tokens += item.tokens;
@@ -125,9 +137,8 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
       counters.requestLines++;
       counters.tokens += item.tokens;
       lastId = item.id;
-      if (chunkBytes >= 1 << 20) await flushChunk();
     }
-    await flushChunk();
+    await flushOut();
   };
 
   return new Writable({
