@@ -93,7 +93,8 @@ for (const rows of sizes) {
 if (results.length > 1) {
   const base = results[0]!;
   console.log('\npeak RSS of prepare against the smallest size (target: within 10%)');
-  const pct = (a: number, b: number) => `${((100 * a) / b - 100).toFixed(1).padStart(6)}%`;
+  // No /proc (not Linux): the sampled figures stay 0 and are shown as n/a.
+  const pct = (a: number, b: number) => (b ? `${((100 * a) / b - 100).toFixed(1).padStart(6)}%` : '    n/a');
   for (const r of results)
     console.log(
       `  ${r.rows.toLocaleString('en-US').padStart(11)} rows ${r.prepare.peakRssMB.toFixed(0).padStart(5)} MB ${pct(r.prepare.peakRssMB, base.prepare.peakRssMB)}   anonymous ${r.prepare.anonMB.toFixed(0).padStart(5)} MB ${pct(r.prepare.anonMB, base.prepare.anonMB)}`,

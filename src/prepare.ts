@@ -28,7 +28,7 @@ import { workPaths } from './workdir.js';
 /**
  * Rows per batch after the parser. At ~2 new strings per row, 500 rows still make ~1,000 LevelDB entries per call, so
  * per-call costs stay small (streams-perf §2.5), while the worker holds fewer strings at each young-generation
- * collection: at 200k rows, peak RSS 400-425 MB against 540-565 MB with 2,000 rows, ~5% less CPU, the same wall time.
+ * collection: at 200k rows, peak RSS 390-414 MB against 525-553 MB with 2,000 rows, ~5% less CPU, the same wall time.
  */
 const ROWS_PER_BATCH = 500;
 
