@@ -160,9 +160,21 @@ interface BatchOp {
   valueEncoding?: 'buffer' | 'json';
 }
 
+/**
+ * classic-level's chained batch with its implementation methods: `_put` adds encoded bytes to the native batch and
+ * `_write` writes it (abstract-level's public `write` would skip a batch whose entries all came through `_put`).
+ */
+interface NativeChainedBatch {
+  _put(key: Buffer, value: Buffer): void;
+  put(key: string, value: unknown, options: object): void;
+  _write(options: object): Promise<void>;
+  close(): Promise<void>;
+}
+
 /** Version of the layout above; a store written in another layout is refused with a clear message. */
 const LAYOUT = 2;
 const STRING_PREFIX = Buffer.from('!h!');
+const STRING_PREFIX_END = Buffer.from('!h"');
 const BINARY = { keyEncoding: 'buffer', valueEncoding: 'buffer' } as const;
 const JSON_ENTRY = { keyEncoding: 'utf8', valueEncoding: 'json' } as const;
 /** Text chunks read back by id (results, retry) are kept a few at a time: result files come in id order. */
@@ -184,6 +196,7 @@ export class StateStore {
   readonly #runDone = new Map<number, boolean>();
   /** Source -> its latest completed run: the run whose counts are current for that source. */
   readonly #latestDone = new Map<string, number>();
+  #heldStrings = false;
   /** Recently read text chunks, by first id. */
   readonly #chunks = new Map<number, string[]>();
 
@@ -243,6 +256,7 @@ export class StateStore {
     if (workdirId === undefined) await this.#meta.batch([{ type: 'put', key: 'workdirId', value: this.#state.workdirId }, { type: 'put', key: 'layout', value: LAYOUT }]);
     for await (const [, run] of this.runs.iterator()) this.#noteRun(run);
     await this.#dropUncommitted();
+    for await (const _ of this.#db.keys({ gte: STRING_PREFIX, lt: STRING_PREFIX_END, limit: 1, keyEncoding: 'buffer' } as never)) this.#heldStrings = true;
   }
 
   /**
@@ -287,6 +301,10 @@ export class StateStore {
   get committedId(): number {
     return this.#state.committedId;
   }
+  /** Whether the store held any string when opened (committed ones: a dead run's are dropped first). */
+  get heldStrings(): boolean {
+    return this.#heldStrings;
+  }
   get nextSeq(): number {
     return this.#state.nextSeq;
   }
@@ -329,15 +347,25 @@ export class StateStore {
   /**
    * Writes string records (already encoded) in one atomic write, with the texts of the new strings `firstNewId` on as
    * one chunk: a dead run's uncommitted strings are found through it.
+   *
+   * The records go to classic-level's native batch as they are (its chained batch's `_put`): they are already the
+   * bytes stored, and the public `put`/`batch` copy, validate and re-encode every operation, which measured 10x the
+   * cost (4.6 against 0.46 µs per put) and a fifth of the ingest worker's time. What lands is byte for byte what the
+   * public API writes (tested).
    */
   async writeStrings(records: Array<[Buffer, Buffer]>, firstNewId: number, newTexts: string[]): Promise<void> {
-    // Binary by default (the batch's options); the two JSON entries say so themselves.
-    const ops: BatchOp[] = records.map(([key, value]) => ({ type: 'put', key, value }));
-    if (newTexts.length) {
-      ops.push({ type: 'put', sublevel: this.texts, key: pad(firstNewId), value: newTexts, ...JSON_ENTRY });
-      ops.push({ type: 'put', sublevel: this.#meta, key: 'fields', value: this.#state.fields, ...JSON_ENTRY });
+    if (!records.length && !newTexts.length) return;
+    const batch = this.#db.batch() as unknown as NativeChainedBatch;
+    try {
+      for (const [key, value] of records) batch._put(key, value);
+      if (newTexts.length) {
+        batch.put(pad(firstNewId), newTexts, { sublevel: this.texts, ...JSON_ENTRY });
+        batch.put('fields', this.#state.fields, { sublevel: this.#meta, ...JSON_ENTRY });
+      }
+      await batch._write({});
+    } finally {
+      await batch.close();
     }
-    if (ops.length) await this.#db.batch(ops as never, BINARY as never);
   }
 
   /** Strings by id, with their texts and records (undefined for an id this work directory never committed). */
@@ -519,6 +547,8 @@ export function addOccurrences(store: StateStore, record: StringRecord, source: 
   counts.c[field]! += n;
 }
 
+/** Where a string's hash starts in its store key. */
+export const STRING_HASH_OFFSET = STRING_PREFIX.length;
 /** Bytes of a string's store key: a prefix and the 16 bytes of the xxh3-128 of its UTF-8 text (its hash_value). */
 export const STRING_KEY_BYTES = STRING_PREFIX.length + 16;
 

@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import { countTokens as referenceCount } from 'gpt-tokenizer/encoding/cl100k_base';
 import { Level } from 'level';
 import { InputError } from '../src/errors.js';
-import { StateStore } from '../src/store.js';
+import { KeyFilter } from '../src/key-filter.js';
+import { encodeRecord, StateStore, STRING_KEY_BYTES, stringKey } from '../src/store.js';
 import { newCounters, type CsvRecord, type NewString } from '../src/types.js';
 import { batchItems } from '../transforms/batch-items.js';
 import { countTokens } from '../transforms/count-tokens.js';
@@ -181,6 +182,46 @@ test('dedupStrings: counts of strings that recur across batches are right whethe
     for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}, key mask ${cacheKeyMask}`);
     await store.close();
   }
+});
+
+test('writeStrings: records and text chunks land as the public API reads them; a store knows whether it held strings when opened', async (t) => {
+  const dir = tempDir(t);
+  let store = await StateStore.open(dir);
+  assert.equal(store.heldStrings, false, 'a new store');
+  const texts = ['Ibsen, Henrik', 'Dvor\u030Cák', ''];
+  const records = texts.map((text, id) => [stringKey(text), encodeRecord({ id, f: store.fieldId('person'), lr: 1, src: [{ s: 0, r: 1, c: [id + 1] }] })] as [Buffer, Buffer]);
+  await store.writeStrings(records, 0, texts);
+  await store.close();
+  // Read back through abstract-level's public API, as bytes.
+  const db = new Level<Buffer, Buffer>(path.join(dir, 'state'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  for (const [key, value] of records) assert.deepEqual(await db.get(key), value);
+  assert.deepEqual(await db.sublevel<string, string[]>('c', { valueEncoding: 'json' }).get('000000000000'), texts);
+  assert.deepEqual(await db.sublevel<string, string[]>('m', { valueEncoding: 'json' }).get('fields'), ['person']);
+  await db.close();
+  // Never committed: the strings of a dead run are dropped on opening, and the store held none.
+  store = await StateStore.open(dir);
+  assert.equal(store.heldStrings, false);
+  assert.deepEqual(await store.lookupStrings(records.map(([key]) => key)), [undefined, undefined, undefined]);
+  await store.writeStrings(records, 0, texts);
+  await store.commit(3, null, []);
+  await store.close();
+  store = await StateStore.open(dir);
+  assert.equal(store.heldStrings, true, 'committed strings');
+  assert.deepEqual((await store.readStrings([0, 1, 2])).map((s) => s?.text), texts);
+  await store.close();
+});
+
+test('KeyFilter: every added key is maybe present; few absent keys are', () => {
+  const filter = new KeyFilter(1024 * 1024);
+  const added = Array.from({ length: 100_000 }, (_, i) => stringKey(`added ${i}`));
+  for (const key of added) filter.add(key);
+  assert.equal(added.filter((key) => !filter.mayHave(key)).length, 0, 'no added key reported absent');
+  // 1 MiB for 100k keys is ~84 bits a key: false positives are a few in 100k at most.
+  const falsePositives = Array.from({ length: 100_000 }, (_, i) => stringKey(`absent ${i}`)).filter((key) => filter.mayHave(key)).length;
+  assert.ok(falsePositives < 100, `${falsePositives} false positives in 100,000`);
+  // Keys laid end to end, as a batch carries them, are read at their offset.
+  const laid = Buffer.concat([stringKey('absent 1'), added[7]!]);
+  assert.equal(filter.mayHave(laid, STRING_KEY_BYTES), true);
 });
 
 test('a work directory in another state layout is refused with a message saying what to do', async (t) => {

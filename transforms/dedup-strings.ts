@@ -1,6 +1,7 @@
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
 import { addOccurrences, cacheSlot, encodeRecord, STRING_KEY_BYTES, stringKey, type StateStore, type StringRecord } from '../src/store.js';
+import { KeyFilter } from '../src/key-filter.js';
 import type { IngestCounters, NewString } from '../src/types.js';
 import type { DistinctBatch } from './aggregate-strings.js';
 
@@ -57,6 +58,9 @@ export function dedupStrings(options: DedupOptions): Transform {
   let nextId = store.committedId;
   const cache = new Map<number, Cached>();
   let inFlight: { write: Promise<void>; fresh: NewString[]; written: Map<string, StringRecord> } | undefined;
+  // Keys this run wrote, when the store held no string before it: a string whose key is not among them is new
+  // without asking LevelDB (a lookup that finds nothing cost as much as the rest of a new string's work).
+  const writtenKeys = store.heldStrings ? undefined : new KeyFilter();
 
   /** A string known before this batch: counted as distinct and known once per run. */
   const known = (record: StringRecord) => {
@@ -103,7 +107,7 @@ export function dedupStrings(options: DedupOptions): Transform {
         missKeys.push(keyAt(i));
       }
     }
-    const found = await store.lookupStrings(missKeys);
+    const found = await lookUp(missKeys);
 
     const fresh: NewString[] = [];
     const newTexts: string[] = [];
@@ -133,6 +137,7 @@ export function dedupStrings(options: DedupOptions): Transform {
     const write = (key: Buffer, text: string, record: StringRecord) => {
       writes.push([key, encodeRecord(record)]);
       written.set(text, record);
+      writtenKeys?.add(key);
     };
     for (let j = 0; j < misses.length; j++) if (!found[j]) write(missKeys[j]!, batch.texts[misses[j]!]!, records[misses[j]!]!);
     for (const i of uncached) write(keyAt(i), batch.texts[i]!, records[i]!);
@@ -148,6 +153,16 @@ export function dedupStrings(options: DedupOptions): Transform {
     const previous = await landPrevious();
     if (previous.length) stage.push(previous);
     inFlight = { write: store.writeStrings(writes, firstNewId, newTexts), fresh, written };
+  };
+
+  /** The records of these keys; only those the store may hold are read when it held none before this run. */
+  const lookUp = async (missKeys: Buffer[]): Promise<(StringRecord | undefined)[]> => {
+    if (!writtenKeys) return store.lookupStrings(missKeys);
+    const found = new Array<StringRecord | undefined>(missKeys.length);
+    const maybe: number[] = [];
+    for (let j = 0; j < missKeys.length; j++) if (writtenKeys.mayHave(missKeys[j]!)) maybe.push(j);
+    if (maybe.length) (await store.lookupStrings(maybe.map((j) => missKeys[j]!))).forEach((record, q) => (found[maybe[q]!] = record));
+    return found;
   };
 
   const landPrevious = async (): Promise<NewString[]> => {
