@@ -9,7 +9,7 @@ import { countTokens as referenceCount } from 'gpt-tokenizer/encoding/cl100k_bas
 import { Level } from 'level';
 import { InputError } from '../src/errors.js';
 import { KeyFilter } from '../src/key-filter.js';
-import { encodeRecord, StateStore, STRING_KEY_BYTES, stringKey } from '../src/store.js';
+import { encodeRecord, StateStore, STRING_KEY_BYTES, stringKey, StringWrites } from '../src/store.js';
 import { newCounters, type CsvRecord, type NewString } from '../src/types.js';
 import { batchItems } from '../transforms/batch-items.js';
 import { countTokens } from '../transforms/count-tokens.js';
@@ -153,12 +153,21 @@ test('dedupStrings: CRC32 collisions stay apart, one string in two fields is one
 });
 
 test('dedupStrings: counts of strings that recur across batches are right whether they stay in the cache, leave it, or find their cache key taken', async (t) => {
-  // 40 batches over 12 recurring names and one new title each; a cache of 4 makes names leave and come back.
+  // 40 batches over 12 recurring names and one new title each; small caches make names leave and come back.
   const names = Array.from({ length: 12 }, (_, i) => `name ${i}`);
   const batches: ExtractedBatch[] = Array.from({ length: 40 }, (_, b) => {
     const picked = [names[b % 12]!, names[(b * 5) % 12]!, names[(b * 7 + 3) % 12]!];
     return { texts: [...picked, `title ${b}`, picked[0]!], fields: [0, 0, 1, 1, 0], lines: [b, b, b, b, b] };
   });
+  // Then 300 batches of names drawn at random (a fixed seed) from 40, in both fields: strings found again take cache
+  // slots from strings that come later in the same batch, in every order.
+  let seed = 12345;
+  const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  const pool = Array.from({ length: 40 }, (_, i) => `pooled ${i}`);
+  for (let b = 0; b < 300; b++) {
+    const texts = Array.from({ length: 1 + random(9) }, () => pool[random(pool.length)]!);
+    batches.push({ texts, fields: texts.map(() => random(2)), lines: texts.map(() => 1000 + b) });
+  }
   const expected = new Map<string, Record<string, number>>();
   for (const batch of batches)
     batch.texts.forEach((text, i) => {
@@ -168,18 +177,18 @@ test('dedupStrings: counts of strings that recur across batches are right whethe
       expected.set(text, counts);
     });
   // A key mask of 3 makes strings share the cache's 4 keys: one that finds its key taken is written with its batch.
-  for (const [cacheSize, cacheKeyMask] of [[4, undefined], [1000, undefined], [1000, 3]] as const) {
+  for (const cacheSize of [1, 2, 4, 16, 1024]) {
     const dir = tempDir(t);
     const store = await StateStore.open(dir);
     const counters = newCounters();
     const run_ = await store.beginRun('src');
-    const fresh = (await run<NewString[]>(batches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: ['person', 'title'], counters, cacheSize, cacheKeyMask }))).flat();
+    const fresh = (await run<NewString[]>(batches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: ['person', 'title'], counters, cacheSize }))).flat();
     await store.commit(store.committedId + fresh.length, null, []);
     await store.finishRun(run_);
     assert.equal(fresh.length, expected.size);
     assert.deepEqual([counters.distinct, counters.newStrings, counters.known], [expected.size, expected.size, 0]);
     const stored = await store.readStrings(fresh.map((s) => s.id));
-    for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}, key mask ${cacheKeyMask}`);
+    for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}`);
     await store.close();
   }
 });
@@ -189,19 +198,20 @@ test('writeStrings: records and text chunks land as the public API reads them; a
   let store = await StateStore.open(dir);
   assert.equal(store.heldStrings, false, 'a new store');
   const texts = ['Ibsen, Henrik', 'Dvor\u030Cák', ''];
-  const records = texts.map((text, id) => [stringKey(text), encodeRecord({ id, f: store.fieldId('person'), lr: 1, src: [{ s: 0, r: 1, c: [id + 1] }] })] as [Buffer, Buffer]);
+  const records = new StringWrites();
+  texts.forEach((text, id) => records.put(stringKey(text), encodeRecord({ id, f: store.fieldId('person'), lr: 1, src: [{ s: 0, r: 1, c: [id + 1] }] })));
   await store.writeStrings(records, 0, texts);
   await store.close();
   // Read back through abstract-level's public API, as bytes.
   const db = new Level<Buffer, Buffer>(path.join(dir, 'state'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-  for (const [key, value] of records) assert.deepEqual(await db.get(key), value);
+  for (let i = 0; i < texts.length; i++) assert.deepEqual(await db.get(records.keys[i]!), records.values[i]);
   assert.deepEqual(await db.sublevel<string, string[]>('c', { valueEncoding: 'json' }).get('000000000000'), texts);
   assert.deepEqual(await db.sublevel<string, string[]>('m', { valueEncoding: 'json' }).get('fields'), ['person']);
   await db.close();
   // Never committed: the strings of a dead run are dropped on opening, and the store held none.
   store = await StateStore.open(dir);
   assert.equal(store.heldStrings, false);
-  assert.deepEqual(await store.lookupStrings(records.map(([key]) => key)), [undefined, undefined, undefined]);
+  assert.deepEqual(await store.lookupStrings(records.keys), [undefined, undefined, undefined]);
   await store.writeStrings(records, 0, texts);
   await store.commit(3, null, []);
   await store.close();
