@@ -171,10 +171,12 @@ export class StringWrites {
 }
 
 /**
- * classic-level's chained batch with its implementation methods: `_put` adds encoded bytes to the native batch and
- * `_write` writes it (abstract-level's public `write` would skip a batch whose entries all came through `_put`).
+ * classic-level's chained batch with its implementation methods: `_put` adds encoded bytes to the native batch, `_write`
+ * writes it and `_clear` empties it (abstract-level's public `write` would skip a batch whose entries all came through
+ * `_put`, and close the batch).
  */
 interface NativeChainedBatch {
+  _clear(): void;
   _put(key: Buffer, value: Buffer): void;
   put(key: string, value: unknown, options: object): void;
   _write(options: object): Promise<void>;
@@ -207,6 +209,9 @@ export class StateStore {
   /** Source -> its latest completed run: the run whose counts are current for that source. */
   readonly #latestDone = new Map<string, number>();
   #heldStrings = false;
+  /** The native batch writeStrings reuses, and whether a write of it is in flight. */
+  #stringBatch: NativeChainedBatch | undefined;
+  #writingStrings = false;
   /** Recently read text chunks, by first id. */
   readonly #chunks = new Map<number, string[]>();
 
@@ -361,12 +366,16 @@ export class StateStore {
    * The records go to classic-level's native batch as they are (its chained batch's `_put`): they are already the
    * bytes stored, and the public `put`/`batch` copy, validate and re-encode every operation, which measured 10x the
    * cost (4.6 against 0.46 µs per put) and a fifth of the ingest worker's time. What lands is byte for byte what the
-   * public API writes (tested).
+   * public API writes (tested). One native batch serves every call, cleared before each: classic-level frees a chained
+   * batch's memory only when the garbage collector finalizes it, which let anonymous memory grow 17% from 1M to 4M rows.
    */
   async writeStrings(records: StringWrites, firstNewId: number, newTexts: string[]): Promise<void> {
     if (!records.keys.length && !newTexts.length) return;
-    const batch = this.#db.batch() as unknown as NativeChainedBatch;
+    if (this.#writingStrings) throw new Error('writeStrings: the previous write has not landed');
+    this.#writingStrings = true;
+    const batch = (this.#stringBatch ??= this.#db.batch() as unknown as NativeChainedBatch);
     try {
+      batch._clear();
       const { keys, values } = records;
       for (let i = 0; i < keys.length; i++) batch._put(keys[i]!, values[i]!);
       if (newTexts.length) {
@@ -375,7 +384,7 @@ export class StateStore {
       }
       await batch._write({});
     } finally {
-      await batch.close();
+      this.#writingStrings = false;
     }
   }
 

@@ -40,7 +40,8 @@ const FLUSH_BATCH = 8192;
  * batch. Counts written late are safe: a run's counts count only once the run completed, and a run completes only
  * after this stage has flushed. The cache is a fixed table indexed by bits of the string's hash, each slot holding one
  * string with its text: a string found again takes its slot from whichever string held it, whose counts are written
- * with the batch. An array slot costs a fraction of a Map lookup with least-recently-used ordering (measured below).
+ * with the batch. An array slot costs a fraction of a Map lookup plus the reordering least-recently-used needs (those
+ * took ~0.3 s of the worker's time at 200k rows).
  *
  * The write of batch N overlaps the lookup and work of batch N+1. Batch N's written records stay in an overlay until
  * their write lands, so N+1 sees them; and batch N's new strings go downstream only after their write landed, so no
@@ -55,7 +56,7 @@ export function dedupStrings(options: DedupOptions): Transform {
   const cache = new Array<Cached | undefined>(slotMask + 1).fill(undefined);
   let inFlight: { write: Promise<void>; fresh: NewString[]; written: Map<string, StringRecord> } | undefined;
   // Keys this run wrote, when the store held no string before it: a string whose key is not among them is new
-  // without asking LevelDB (a lookup that finds nothing cost as much as the rest of a new string's work).
+  // without asking LevelDB (on a first run most lookups find nothing: 427k of 549k at 200k rows).
   const writtenKeys = store.heldStrings ? undefined : new KeyFilter();
 
   /** A string known before this batch: counted as distinct and known once per run. */
