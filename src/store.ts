@@ -7,7 +7,7 @@
  *                                   (binary key and value): its id, first field and counts. The hash is the seed's
  *                                   hash_value, which also names the string's Weaviate objects, so the store keeps two
  *                                   strings apart exactly when Weaviate can; strings that share a CRC32 ("plumless",
- *                                   "buckeroo") are two records. Small fixed-size records keep dedup cheap: the texts
+ *                                   "buckeroo") are two records. Small records keep dedup cheap: the texts
  *                                   live apart, written once, in id order.
  *   c!<first id>    string[]       the texts of the new strings of one dedup batch, ids <first id> on, in order
  *   f!<seq>         RequestFile    a finished request file
@@ -59,6 +59,8 @@ export interface StringRecord {
 export interface StoredString {
   id: number;
   text: string;
+  /** Its hash_value (32 hex digits), read off its store key: the xxh3 is not computed again. */
+  hash: string;
   record: StringRecord;
 }
 
@@ -180,13 +182,14 @@ interface NativeChainedBatch {
   _put(key: Buffer, value: Buffer): void;
   put(key: string, value: unknown, options: object): void;
   _write(options: object): Promise<void>;
-  close(): Promise<void>;
 }
 
 /** Version of the layout above; a store written in another layout is refused with a clear message. */
 const LAYOUT = 2;
 const STRING_PREFIX = Buffer.from('!h!');
 const STRING_PREFIX_END = Buffer.from('!h"');
+/** Where a string's hash starts in its store key. */
+export const STRING_HASH_OFFSET = STRING_PREFIX.length;
 const BINARY = { keyEncoding: 'buffer', valueEncoding: 'buffer' } as const;
 const JSON_ENTRY = { keyEncoding: 'utf8', valueEncoding: 'json' } as const;
 /** Text chunks read back by id (results, retry) are kept a few at a time: result files come in id order. */
@@ -393,11 +396,12 @@ export class StateStore {
     const texts: (string | undefined)[] = [];
     for (const id of ids) texts.push(id < this.#state.committedId ? await this.#textOf(id) : undefined);
     const present = texts.flatMap((t, i) => (t === undefined ? [] : [i]));
-    const records = await this.lookupStrings(present.map((i) => stringKey(texts[i]!)));
+    const keys = present.map((i) => stringKey(texts[i]!));
+    const records = await this.lookupStrings(keys);
     const out: (StoredString | undefined)[] = new Array(ids.length).fill(undefined);
     present.forEach((i, j) => {
       const record = records[j];
-      if (record && record.id === ids[i]) out[i] = { id: ids[i]!, text: texts[i]!, record };
+      if (record && record.id === ids[i]) out[i] = { id: ids[i]!, text: texts[i]!, hash: keys[j]!.toString('hex', STRING_HASH_OFFSET), record };
     });
     return out;
   }
@@ -567,22 +571,20 @@ export function addOccurrences(store: StateStore, record: StringRecord, source: 
   counts.c[field]! += n;
 }
 
-/** Where a string's hash starts in its store key. */
-export const STRING_HASH_OFFSET = STRING_PREFIX.length;
 /** Bytes of a string's store key: a prefix and the 16 bytes of the xxh3-128 of its UTF-8 text (its hash_value). */
-export const STRING_KEY_BYTES = STRING_PREFIX.length + 16;
+export const STRING_KEY_BYTES = STRING_HASH_OFFSET + 16;
 
 /** Writes a string's store key into the bytes under `view` at `offset`. */
 export function writeStringKey(text: string, view: DataView, offset: number): void {
   for (let i = 0; i < STRING_PREFIX.length; i++) view.setUint8(offset + i, STRING_PREFIX[i]!);
   const hash = xxh3.xxh128(text);
-  view.setBigUint64(offset + STRING_PREFIX.length, hash >> 64n);
-  view.setBigUint64(offset + STRING_PREFIX.length + 8, BigInt.asUintN(64, hash));
+  view.setBigUint64(offset + STRING_HASH_OFFSET, hash >> 64n);
+  view.setBigUint64(offset + STRING_HASH_OFFSET + 8, BigInt.asUintN(64, hash));
 }
 
 /** 32 bits of the hash in the `i`-th key of `keys` (keys laid end to end), for keying in-memory maps. */
 export function cacheSlot(keys: Buffer, i: number): number {
-  return keys.readUInt32BE(i * STRING_KEY_BYTES + STRING_PREFIX.length);
+  return keys.readUInt32BE(i * STRING_KEY_BYTES + STRING_HASH_OFFSET);
 }
 
 export function stringKey(text: string): Buffer {

@@ -17,6 +17,7 @@ import { decodeText } from '../transforms/decode-text.js';
 import { dedupStrings } from '../transforms/dedup-strings.js';
 import { extractStrings, type ExtractedBatch } from '../transforms/extract-strings.js';
 import { aggregateBatch } from '../transforms/aggregate-strings.js';
+import { hashValue } from '../transforms/build-objects.js';
 import { customId, formatRequests, parseCustomId, requestLineBuilder, type RequestItem } from '../transforms/format-requests.js';
 import { guardTokens, truncateToTokens } from '../transforms/guard-tokens.js';
 import { parseCsv, type RejectedRow } from '../transforms/parse-csv.js';
@@ -176,7 +177,7 @@ test('dedupStrings: counts of strings that recur across batches are right whethe
       counts[field] = (counts[field] ?? 0) + 1;
       expected.set(text, counts);
     });
-  // A key mask of 3 makes strings share the cache's 4 keys: one that finds its key taken is written with its batch.
+  // Caches of 1, 2 and 4 slots make strings take each other's slots all the time; 1,024 keeps nearly all of them.
   for (const cacheSize of [1, 2, 4, 16, 1024]) {
     const dir = tempDir(t);
     const store = await StateStore.open(dir);
@@ -220,7 +221,9 @@ test('writeStrings: records and text chunks land as the public API reads them; a
   await store.close();
   store = await StateStore.open(dir);
   assert.equal(store.heldStrings, true, 'committed strings');
-  assert.deepEqual((await store.readStrings([0, 1, 2])).map((s) => s?.text), texts);
+  const read = await store.readStrings([0, 1, 2]);
+  assert.deepEqual(read.map((s) => s?.text), texts);
+  assert.deepEqual(read.map((s) => s?.hash), texts.map(hashValue), 'the hash read off the key is the hash_value');
   await store.close();
 });
 

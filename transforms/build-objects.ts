@@ -1,8 +1,7 @@
-import { xxh3 } from '@node-rs/xxhash';
 import CRC32 from 'crc-32';
 import { Transform } from 'node:stream';
 import { createHash } from 'node:crypto';
-import type { StateStore } from '../src/store.js';
+import { STRING_HASH_OFFSET, stringKey, type StateStore } from '../src/store.js';
 import type { EntityProperties } from '../src/weaviate.js';
 import { BATCH_STREAM } from './batch-items.js';
 import type { DecodedBatch, FailedLine } from './decode-results.js';
@@ -20,11 +19,13 @@ export interface EntityObject {
   field: string;
 }
 
-/** xxh3-128 of the raw UTF-8 bytes, 32 lowercase hex digits: the seed system's hash_value (and the store's key). */
+/**
+ * xxh3-128 of the raw UTF-8 bytes, 32 lowercase hex digits: the seed system's hash_value, read off the string's store
+ * key (see stringKey), which is how indexing gets it (StoredString.hash).
+ */
 export function hashValue(text: string): string {
-  return xxh3.xxh128(text).toString(16).padStart(32, '0');
+  return stringKey(text).toString('hex', STRING_HASH_OFFSET);
 }
-
 
 /**
  * The object id: uuid5(DNS, "<hash_value>_<field>"), exactly as the seed system computed it, so objects written by
@@ -80,7 +81,7 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
               return;
             }
             mapped++;
-            const hash = hashValue(string.text);
+            const hash = string.hash;
             for (const [field, frequency] of Object.entries(store.frequencies(string.record))) {
               objects.push({ uuid: objectUuid(hash, field), properties: { original_string: string.text, hash_value: hash, field_type: field, frequency }, vector: r.vector, vectorBase64: r.base64, stringId: string.id, field });
             }

@@ -82,9 +82,10 @@ export function dedupStrings(options: DedupOptions): Transform {
     const admitted: Array<[slot: number, cached: Cached]> = [];
     const admit = (slot: number, cached: Cached) => admitted.push([slot, cached]);
 
+    const slots = new Uint32Array(n);
     for (let i = 0; i < n; i++) {
       const text = batch.texts[i]!;
-      const slot = cacheSlot(keys, i) & slotMask;
+      const slot = (slots[i] = cacheSlot(keys, i) & slotMask);
       let cached = cache[slot];
       if (cached?.text !== text) {
         const record = inFlight?.written.get(text);
@@ -111,7 +112,7 @@ export function dedupStrings(options: DedupOptions): Transform {
       const record = found[j];
       if (record) {
         known(record);
-        admit(cacheSlot(keys, i) & slotMask, { text, record, dirty: true });
+        admit(slots[i]!, { text, record, dirty: true });
         records[i] = record;
         continue;
       }
