@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, truncateSync } from 'node:fs';
 import path from 'node:path';
 import { Readable, Writable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,7 +9,7 @@ import { countTokens as referenceCount } from 'gpt-tokenizer/encoding/cl100k_bas
 import { Level } from 'level';
 import { InputError } from '../src/errors.js';
 import { KeyFilter } from '../src/key-filter.js';
-import { encodeRecord, StateStore, STRING_KEY_BYTES, stringKey, StringWrites } from '../src/store.js';
+import { encodeRecord, StateStore, STRING_KEY_BYTES, stringKey, StringWrites, type TextChunk } from '../src/store.js';
 import { newCounters, type CsvRecord, type NewString } from '../src/types.js';
 import { batchItems } from '../transforms/batch-items.js';
 import { countTokens } from '../transforms/count-tokens.js';
@@ -209,12 +209,16 @@ test('writeStrings: records and text chunks land as the public API reads them; a
   // Read back through abstract-level's public API, as bytes.
   const db = new Level<Buffer, Buffer>(path.join(dir, 'state'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   for (let i = 0; i < texts.length; i++) assert.deepEqual(await db.get(records.keys[i]!), records.values[i]);
-  assert.deepEqual(await db.sublevel<string, string[]>('c', { valueEncoding: 'json' }).get('000000000000'), texts);
+  // The texts are one line of the text log; the chunk points at it.
+  const line = JSON.stringify(texts) + '\n';
+  assert.equal(readFileSync(path.join(dir, 'texts.jsonl'), 'utf8'), line);
+  assert.deepEqual(await db.sublevel<string, TextChunk>('c', { valueEncoding: 'json' }).get('000000000000'), { o: 0, n: Buffer.byteLength(line), k: 3 });
   assert.deepEqual(await db.sublevel<string, string[]>('m', { valueEncoding: 'json' }).get('fields'), ['person']);
   await db.close();
-  // Never committed: the strings of a dead run are dropped on opening, and the store held none.
+  // Never committed: the strings of a dead run are dropped on opening, the text log is cut back, and the store held none.
   store = await StateStore.open(dir);
   assert.equal(store.heldStrings, false);
+  assert.equal(statSync(path.join(dir, 'texts.jsonl')).size, 0, 'the dead run\'s texts are cut off the log');
   assert.deepEqual(await store.lookupStrings(records.keys), [undefined, undefined, undefined]);
   await store.writeStrings(records, 0, texts);
   await store.commit(3, null, []);
@@ -225,6 +229,37 @@ test('writeStrings: records and text chunks land as the public API reads them; a
   assert.deepEqual(read.map((s) => s?.text), texts);
   assert.deepEqual(read.map((s) => s?.hash), texts.map(hashValue), 'the hash read off the key is the hash_value');
   await store.close();
+});
+
+test('text log: a chunk committed in part keeps its committed texts; the next chunk follows it; a log cut short is refused', async (t) => {
+  const dir = tempDir(t);
+  const log = path.join(dir, 'texts.jsonl');
+  let store = await StateStore.open(dir);
+  const write = async (texts: string[], firstId: number) => {
+    const records = new StringWrites();
+    texts.forEach((text, i) => records.put(stringKey(text), encodeRecord({ id: firstId + i, f: store.fieldId('title'), lr: 1, src: [{ s: 0, r: 1, c: [0, 1] }] })));
+    await store.writeStrings(records, firstId, texts);
+  };
+  await write(['Peer Gynt', 'Brand', 'Rosmersholm'], 0);
+  await write(['Hedda Gabler', 'Gengangere'], 3);
+  // A file ended after the first two strings; the process died after writing the rest.
+  await store.commit(2, null, []);
+  await store.close();
+  const firstLine = Buffer.byteLength(JSON.stringify(['Peer Gynt', 'Brand', 'Rosmersholm']) + '\n');
+  store = await StateStore.open(dir);
+  assert.equal(statSync(log).size, firstLine, 'the second chunk (never committed) is cut off; the first stays whole');
+  assert.deepEqual((await store.readStrings([0, 1, 2, 3])).map((s) => s?.text), ['Peer Gynt', 'Brand', undefined, undefined]);
+  assert.deepEqual(await store.lookupStrings([stringKey('Rosmersholm'), stringKey('Hedda Gabler')]), [undefined, undefined], 'uncommitted records dropped');
+  // The next run hands out id 2 again; its chunk goes after the first line.
+  await write(['Vildanden'], 2);
+  await store.commit(3, null, []);
+  await store.close();
+  store = await StateStore.open(dir);
+  assert.deepEqual((await store.readStrings([0, 1, 2])).map((s) => s?.text), ['Peer Gynt', 'Brand', 'Vildanden']);
+  await store.close();
+  // Texts the store points at are missing: a clear error, never a silent loss.
+  truncateSync(log, firstLine - 5);
+  await assert.rejects(StateStore.open(dir), (err: Error & { code?: string }) => err.code === 'STATE_TEXTS' && /texts\.jsonl is shorter .* than the store says .*use a new work directory/.test(err.message));
 });
 
 test('KeyFilter: every added key is maybe present; few absent keys are', () => {
@@ -247,7 +282,7 @@ test('a work directory in another state layout is refused with a message saying 
   const db = new Level<string, unknown>(path.join(dir, 'state'), { valueEncoding: 'json' });
   await db.sublevel('m', { valueEncoding: 'json' }).del('layout');
   await db.close();
-  await assert.rejects(StateStore.open(dir), (err: Error & { code?: string }) => err.code === 'STATE_LAYOUT' && /state layout 1, this one reads 2\); use a new work directory/.test(err.message));
+  await assert.rejects(StateStore.open(dir), (err: Error & { code?: string }) => err.code === 'STATE_LAYOUT' && /state layout 1, this one reads 3\); use a new work directory/.test(err.message));
 });
 
 test('countTokens: exact where the limit could be passed (-1 past it), one in N sampled exactly, the rest estimated', async () => {

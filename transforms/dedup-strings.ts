@@ -1,6 +1,6 @@
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
-import { addOccurrences, cacheSlot, encodeRecord, STRING_KEY_BYTES, stringKey, StringWrites, type StateStore, type StringRecord } from '../src/store.js';
+import { addOccurrences, encodeRecord, keyFromWords, readKeyWords, STRING_KEY_BYTES, StringWrites, type StateStore, type StringRecord } from '../src/store.js';
 import { KeyFilter } from '../src/key-filter.js';
 import type { IngestCounters, NewString } from '../src/types.js';
 import type { DistinctBatch } from './aggregate-strings.js';
@@ -18,10 +18,19 @@ export interface DedupOptions {
 }
 
 interface Cached {
-  text: string;
   record: StringRecord;
   /** Counts changed since the record was last written. */
   dirty: boolean;
+}
+
+/** A record written with a batch whose write has not landed yet, found by its key's words (first one: the map's key). */
+interface Written {
+  w1: number;
+  w2: number;
+  w3: number;
+  record: StringRecord;
+  /** Another record whose first word is the same. */
+  next: Written | undefined;
 }
 
 /** Enough for the strings that recur in nearly every batch (roles, genres, subjects, frequent names). */
@@ -41,7 +50,8 @@ const FLUSH_BATCH = 8192;
  * after this stage has flushed. The cache is a fixed table indexed by bits of the string's hash, each slot holding one
  * string with its text: a string found again takes its slot from whichever string held it, whose counts are written
  * with the batch. An array slot costs a fraction of a Map lookup plus the reordering least-recently-used needs (those
- * took ~0.3 s of the worker's time at 200k rows).
+ * took ~0.3 s of the worker's time at 200k rows). Strings are told apart by the 128-bit hash of their store key, as
+ * the store tells them apart, kept as four 32-bit words: comparing and hashing texts cost the worker ~12% of its time.
  *
  * The write of batch N overlaps the lookup and work of batch N+1. Batch N's written records stay in an overlay until
  * their write lands, so N+1 sees them; and batch N's new strings go downstream only after their write landed, so no
@@ -54,7 +64,9 @@ export function dedupStrings(options: DedupOptions): Transform {
   const fieldIds = embedFields.map((name) => store.fieldId(name));
   let nextId = store.committedId;
   const cache = new Array<Cached | undefined>(slotMask + 1).fill(undefined);
-  let inFlight: { write: Promise<void>; fresh: NewString[]; written: Map<string, StringRecord> } | undefined;
+  /** The key words (see readKeyWords) of the string in each slot of the cache. */
+  const cacheWords = new Uint32Array((slotMask + 1) * 4);
+  let inFlight: { write: Promise<void>; fresh: NewString[]; written: Map<number, Written> } | undefined;
   // Keys this run wrote, when the store held no string before it: a string whose key is not among them is new
   // without asking LevelDB (on a first run most lookups find nothing: 427k of 549k at 200k rows).
   const writtenKeys = store.heldStrings ? undefined : new KeyFilter();
@@ -68,29 +80,34 @@ export function dedupStrings(options: DedupOptions): Transform {
     }
   };
 
+  /** The record of the string whose key words are at `at` in `words`, if the write in flight carries it. */
+  const inFlightRecord = (words: Uint32Array, at: number): StringRecord | undefined => {
+    for (let w = inFlight?.written.get(words[at]!); w; w = w.next) if (w.w1 === words[at + 1] && w.w2 === words[at + 2] && w.w3 === words[at + 3]) return w.record;
+    return undefined;
+  };
+
   const processBatch = async (batch: DistinctBatch): Promise<void> => {
     const n = batch.texts.length;
     const records = new Array<StringRecord>(n);
     const misses: number[] = [];
     const missKeys: Buffer[] = [];
     const keys = Buffer.from(batch.keys.buffer, batch.keys.byteOffset, batch.keys.byteLength);
-    const keyAt = (i: number) => keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES);
+    const words = new Uint32Array(n * 4);
     /**
      * Strings found in the store or the overlay, to cache once the whole batch is looked up: a string put out of the
      * cache before its own turn in the batch would be read again from the store, without its latest counts.
      */
-    const admitted: Array<[slot: number, cached: Cached]> = [];
-    const admit = (slot: number, cached: Cached) => admitted.push([slot, cached]);
+    const admitted: Array<[i: number, cached: Cached]> = [];
 
-    const slots = new Uint32Array(n);
     for (let i = 0; i < n; i++) {
-      const text = batch.texts[i]!;
-      const slot = (slots[i] = cacheSlot(keys, i) & slotMask);
+      readKeyWords(keys, i, words, i * 4);
+      const slot = words[i * 4]! & slotMask;
       let cached = cache[slot];
-      if (cached?.text !== text) {
-        const record = inFlight?.written.get(text);
-        if (record) admit(slot, (cached = { text, record, dirty: false }));
-        else cached = undefined;
+      const at = slot * 4;
+      if (!cached || cacheWords[at] !== words[i * 4] || cacheWords[at + 1] !== words[i * 4 + 1] || cacheWords[at + 2] !== words[i * 4 + 2] || cacheWords[at + 3] !== words[i * 4 + 3]) {
+        const record = inFlightRecord(words, i * 4);
+        cached = record && { record, dirty: false };
+        if (cached) admitted.push([i, cached]);
       }
       if (cached) {
         known(cached.record);
@@ -98,7 +115,7 @@ export function dedupStrings(options: DedupOptions): Transform {
         records[i] = cached.record;
       } else {
         misses.push(i);
-        missKeys.push(keyAt(i));
+        missKeys.push(keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES));
       }
     }
     const found = await lookUp(missKeys);
@@ -108,40 +125,47 @@ export function dedupStrings(options: DedupOptions): Transform {
     const firstNewId = nextId;
     for (let j = 0; j < misses.length; j++) {
       const i = misses[j]!;
-      const text = batch.texts[i]!;
       const record = found[j];
       if (record) {
         known(record);
-        admit(slots[i]!, { text, record, dirty: true });
+        admitted.push([i, { record, dirty: true }]);
         records[i] = record;
         continue;
       }
+      const text = batch.texts[i]!;
       records[i] = { id: nextId++, f: fieldIds[batch.firstField[i]!]!, lr: run, src: [] };
       counters.distinct++;
       counters.newStrings++;
       newTexts.push(text);
       fresh.push({ id: records[i]!.id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, line: batch.lines[i] || undefined });
     }
-    /** Strings with counts not yet written that left the cache: written with this batch, after its counts. */
-    const evicted: Cached[] = [];
-    for (const [slot, cached] of admitted) {
+    /** Strings with counts not yet written that left the cache (their key words, then their records): written with this batch, after its counts. */
+    const evictedWords: number[] = [];
+    const evicted: StringRecord[] = [];
+    for (const [i, cached] of admitted) {
+      const slot = words[i * 4]! & slotMask;
       const previous = cache[slot];
-      if (previous?.dirty) evicted.push(previous);
+      if (previous?.dirty) {
+        for (let w = 0; w < 4; w++) evictedWords.push(cacheWords[slot * 4 + w]!);
+        evicted.push(previous.record);
+      }
       cache[slot] = cached;
+      cacheWords.set(words.subarray(i * 4, i * 4 + 4), slot * 4);
     }
     for (let i = 0; i < n; i++) addOccurrences(store, records[i]!, source, run, fieldIds[batch.firstField[i]!]!, batch.count[i]!);
     for (let m = 0; m < batch.more.length; m += 3) addOccurrences(store, records[batch.more[m]!]!, source, run, fieldIds[batch.more[m + 1]!]!, batch.more[m + 2]!);
 
     // New strings' records now, with their counts; they stay visible to the next batch until the write lands.
     const writes = new StringWrites();
-    const written = new Map<string, StringRecord>();
-    const write = (key: Buffer, text: string, record: StringRecord) => {
+    const written = new Map<number, Written>();
+    const write = (key: Buffer, keyWords: Uint32Array | number[], at: number, record: StringRecord) => {
       writes.put(key, encodeRecord(record));
-      written.set(text, record);
+      written.set(keyWords[at]!, { w1: keyWords[at + 1]!, w2: keyWords[at + 2]!, w3: keyWords[at + 3]!, record, next: written.get(keyWords[at]!) });
       writtenKeys?.add(key);
     };
-    for (let j = 0; j < misses.length; j++) if (!found[j]) write(missKeys[j]!, batch.texts[misses[j]!]!, records[misses[j]!]!);
-    for (const cached of evicted) write(stringKey(cached.text), cached.text, cached.record);
+    for (let j = 0; j < misses.length; j++) if (!found[j]) write(missKeys[j]!, words, misses[j]! * 4, records[misses[j]!]!);
+    const evictedAt = Uint32Array.from(evictedWords);
+    evicted.forEach((record, e) => write(keyFromWords(evictedAt, e * 4), evictedAt, e * 4, record));
 
     // One write in flight at a time keeps writes in order.
     const previous = await landPrevious();
@@ -170,9 +194,10 @@ export function dedupStrings(options: DedupOptions): Transform {
   /** Writes the counts still in the cache (the run is not complete before they are stored). */
   const flushCache = async (): Promise<void> => {
     let writes = new StringWrites();
-    for (const cached of cache) {
+    for (let slot = 0; slot < cache.length; slot++) {
+      const cached = cache[slot];
       if (!cached?.dirty) continue;
-      writes.put(stringKey(cached.text), encodeRecord(cached.record));
+      writes.put(keyFromWords(cacheWords, slot * 4), encodeRecord(cached.record));
       if (writes.keys.length >= FLUSH_BATCH) {
         await store.writeStrings(writes, nextId, []);
         writes = new StringWrites();
