@@ -614,7 +614,12 @@ export class StateStore {
  * counts of the run that touched it last: kept as the fallback if that run completed, dropped if it died.
  */
 export function addOccurrences(store: StateStore, record: StringRecord, source: number, run: number, field: number, n: number): void {
-  let counts = record.src.find((c) => c.s === source);
+  let counts: SourceCounts | undefined;
+  for (const c of record.src)
+    if (c.s === source) {
+      counts = c;
+      break;
+    }
   if (!counts) {
     counts = { s: source, r: run, c: [] };
     record.src.push(counts);
@@ -677,23 +682,60 @@ export function stringKey(text: string): Buffer {
 export function encodeRecord(r: StringRecord): Buffer {
   let words = 4;
   for (const c of r.src) words += 5 + c.c.length + (c.pc?.length ?? 0);
-  const buf = Buffer.allocUnsafe(words * 4);
-  let o = 0;
-  const put = (n: number) => (o = buf.writeUInt32LE(n, o));
-  put(r.id);
-  put(r.f);
-  put(r.lr);
-  put(r.src.length);
+  const out = new RecordWriter(words);
+  out.put(r.id);
+  out.put(r.f);
+  out.put(r.lr);
+  out.put(r.src.length);
   for (const c of r.src) {
-    put(c.s);
-    put(c.r);
-    put(c.pr ?? 0);
-    put(c.c.length);
-    put(c.pc?.length ?? 0);
-    for (const n of c.c) put(n);
-    if (c.pc) for (const n of c.pc) put(n);
+    out.put(c.s);
+    out.put(c.r);
+    out.put(c.pr ?? 0);
+    out.put(c.c.length);
+    out.put(c.pc?.length ?? 0);
+    for (const n of c.c) out.put(n);
+    if (c.pc) for (const n of c.pc) out.put(n);
   }
-  return buf;
+  return out.buf;
+}
+
+/**
+ * The record of a string first seen in this run, `n` times in field `field` of source `source` and nowhere else: the
+ * bytes encodeRecord gives for `{ id, f: field, lr: run, src: [{ s: source, r: run, c: [0, ..., n] }] }`, without
+ * building that object (most strings of a first run are such).
+ */
+export function encodeNewRecord(id: number, field: number, run: number, source: number, n: number): Buffer {
+  const out = new RecordWriter(10 + field);
+  out.put(id);
+  out.put(field);
+  out.put(run);
+  out.put(1);
+  out.put(source);
+  out.put(run);
+  out.put(0);
+  out.put(field + 1);
+  out.put(0);
+  for (let f = 0; f < field; f++) out.put(0);
+  out.put(n);
+  return out.buf;
+}
+
+/** Little-endian 32-bit words into a new buffer, byte by byte (Buffer's checked writeUInt32LE cost twice as much). */
+class RecordWriter {
+  readonly buf: Buffer;
+  #at = 0;
+  constructor(words: number) {
+    this.buf = Buffer.allocUnsafe(words * 4);
+  }
+  put(n: number): void {
+    const b = this.buf;
+    const o = this.#at;
+    b[o] = n;
+    b[o + 1] = n >>> 8;
+    b[o + 2] = n >>> 16;
+    b[o + 3] = n >>> 24;
+    this.#at = o + 4;
+  }
 }
 
 export function decodeRecord(buf: Buffer): StringRecord {

@@ -9,7 +9,7 @@ import { countTokens as referenceCount } from 'gpt-tokenizer/encoding/cl100k_bas
 import { Level } from 'level';
 import { InputError } from '../src/errors.js';
 import { KeyFilter } from '../src/key-filter.js';
-import { encodeRecord, StateStore, STRING_KEY_BYTES, stringKey, StringWrites, type TextChunk } from '../src/store.js';
+import { decodeRecord, encodeNewRecord, encodeRecord, StateStore, STRING_KEY_BYTES, stringKey, StringWrites, type TextChunk } from '../src/store.js';
 import { newCounters, type CsvRecord, type NewString } from '../src/types.js';
 import { batchItems } from '../transforms/batch-items.js';
 import { countTokens } from '../transforms/count-tokens.js';
@@ -260,6 +260,14 @@ test('text log: a chunk committed in part keeps its committed texts; the next ch
   // Texts the store points at are missing: a clear error, never a silent loss.
   truncateSync(log, firstLine - 5);
   await assert.rejects(StateStore.open(dir), (err: Error & { code?: string }) => err.code === 'STATE_TEXTS' && /texts\.jsonl is shorter .* than the store says .*use a new work directory/.test(err.message));
+});
+
+test('encodeNewRecord gives the bytes encodeRecord gives for the same new string; decodeRecord reads them back', () => {
+  for (const [id, field, run, source, n] of [[0, 0, 1, 0, 1], [7, 3, 2, 1, 5], [2 ** 32 - 1, 5, 300, 9, 2 ** 31 + 3], [123456, 1, 65536, 256, 70000]] as const) {
+    const record = { id, f: field, lr: run, src: [{ s: source, r: run, c: [...Array<number>(field).fill(0), n] }] };
+    assert.deepEqual(encodeNewRecord(id, field, run, source, n), encodeRecord(record));
+    assert.deepEqual(decodeRecord(encodeNewRecord(id, field, run, source, n)), record);
+  }
 });
 
 test('KeyFilter: every added key is maybe present; few absent keys are', () => {

@@ -1,6 +1,6 @@
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
-import { addOccurrences, encodeRecord, keyFromWords, readKeyWords, STRING_KEY_BYTES, StringWrites, type StateStore, type StringRecord } from '../src/store.js';
+import { addOccurrences, decodeRecord, encodeNewRecord, encodeRecord, keyFromWords, readKeyWords, STRING_KEY_BYTES, StringWrites, type StateStore, type StringRecord } from '../src/store.js';
 import { KeyFilter } from '../src/key-filter.js';
 import type { IngestCounters, NewString } from '../src/types.js';
 import type { DistinctBatch } from './aggregate-strings.js';
@@ -23,15 +23,21 @@ interface Cached {
   dirty: boolean;
 }
 
-/** A record written with a batch whose write has not landed yet, found by its key's words (first one: the map's key). */
+/** A record written with a batch whose write has not landed yet, found by its key's words (see inFlightRecord). */
 interface Written {
+  w0: number;
   w1: number;
   w2: number;
   w3: number;
-  record: StringRecord;
-  /** Another record whose first word is the same. */
+  /** The record, or only its bytes for a new string's (decoded if the next batch meets the string again). */
+  record: StringRecord | undefined;
+  value: Buffer;
+  /** Another record under the same map key. */
   next: Written | undefined;
 }
+
+/** Map key of a string's key words: 30 bits, so V8 keeps it a small integer (larger numbers are boxed and hashed). */
+const mapKey = (words: Uint32Array, at: number) => words[at]! & 0x3fffffff;
 
 /** Enough for the strings that recur in nearly every batch (roles, genres, subjects, frequent names). */
 const DEFAULT_CACHE = 32_768;
@@ -82,7 +88,8 @@ export function dedupStrings(options: DedupOptions): Transform {
 
   /** The record of the string whose key words are at `at` in `words`, if the write in flight carries it. */
   const inFlightRecord = (words: Uint32Array, at: number): StringRecord | undefined => {
-    for (let w = inFlight?.written.get(words[at]!); w; w = w.next) if (w.w1 === words[at + 1] && w.w2 === words[at + 2] && w.w3 === words[at + 3]) return w.record;
+    for (let w = inFlight?.written.get(mapKey(words, at)); w; w = w.next)
+      if (w.w0 === words[at] && w.w1 === words[at + 1] && w.w2 === words[at + 2] && w.w3 === words[at + 3]) return (w.record ??= decodeRecord(w.value));
     return undefined;
   };
 
@@ -102,9 +109,10 @@ export function dedupStrings(options: DedupOptions): Transform {
     for (let i = 0; i < n; i++) {
       readKeyWords(keys, i, words, i * 4);
       const slot = words[i * 4]! & slotMask;
-      let cached = cache[slot];
       const at = slot * 4;
-      if (!cached || cacheWords[at] !== words[i * 4] || cacheWords[at + 1] !== words[i * 4 + 1] || cacheWords[at + 2] !== words[i * 4 + 2] || cacheWords[at + 3] !== words[i * 4 + 3]) {
+      // The words first: most strings are not in the cache, and that is told without reading the slot's entry.
+      let cached = cacheWords[at] === words[i * 4] && cacheWords[at + 1] === words[i * 4 + 1] && cacheWords[at + 2] === words[i * 4 + 2] && cacheWords[at + 3] === words[i * 4 + 3] ? cache[slot] : undefined;
+      if (!cached) {
         const record = inFlightRecord(words, i * 4);
         cached = record && { record, dirty: false };
         if (cached) admitted.push([i, cached]);
@@ -123,6 +131,10 @@ export function dedupStrings(options: DedupOptions): Transform {
     const fresh: NewString[] = [];
     const newTexts: string[] = [];
     const firstNewId = nextId;
+    // New strings seen in one field only (most) get their record's bytes straight away, no record object: ids by index.
+    const oneField = new Uint8Array(n).fill(1);
+    for (let m = 0; m < batch.more.length; m += 3) oneField[batch.more[m]!] = 0;
+    const newIds = new Float64Array(n).fill(-1);
     for (let j = 0; j < misses.length; j++) {
       const i = misses[j]!;
       const record = found[j];
@@ -133,11 +145,13 @@ export function dedupStrings(options: DedupOptions): Transform {
         continue;
       }
       const text = batch.texts[i]!;
-      records[i] = { id: nextId++, f: fieldIds[batch.firstField[i]!]!, lr: run, src: [] };
+      const id = nextId++;
+      if (oneField[i]) newIds[i] = id;
+      else records[i] = { id, f: fieldIds[batch.firstField[i]!]!, lr: run, src: [] };
       counters.distinct++;
       counters.newStrings++;
       newTexts.push(text);
-      fresh.push({ id: records[i]!.id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, line: batch.lines[i] || undefined });
+      fresh.push({ id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, line: batch.lines[i] || undefined });
     }
     /** Strings with counts not yet written that left the cache (their key words, then their records): written with this batch, after its counts. */
     const evictedWords: number[] = [];
@@ -152,20 +166,27 @@ export function dedupStrings(options: DedupOptions): Transform {
       cache[slot] = cached;
       cacheWords.set(words.subarray(i * 4, i * 4 + 4), slot * 4);
     }
-    for (let i = 0; i < n; i++) addOccurrences(store, records[i]!, source, run, fieldIds[batch.firstField[i]!]!, batch.count[i]!);
+    for (let i = 0; i < n; i++) if (newIds[i]! < 0) addOccurrences(store, records[i]!, source, run, fieldIds[batch.firstField[i]!]!, batch.count[i]!);
     for (let m = 0; m < batch.more.length; m += 3) addOccurrences(store, records[batch.more[m]!]!, source, run, fieldIds[batch.more[m + 1]!]!, batch.more[m + 2]!);
 
     // New strings' records now, with their counts; they stay visible to the next batch until the write lands.
     const writes = new StringWrites();
     const written = new Map<number, Written>();
-    const write = (key: Buffer, keyWords: Uint32Array | number[], at: number, record: StringRecord) => {
-      writes.put(key, encodeRecord(record));
-      written.set(keyWords[at]!, { w1: keyWords[at + 1]!, w2: keyWords[at + 2]!, w3: keyWords[at + 3]!, record, next: written.get(keyWords[at]!) });
+    const write = (key: Buffer, keyWords: Uint32Array, at: number, record: StringRecord | undefined, value: Buffer) => {
+      writes.put(key, value);
+      const k = mapKey(keyWords, at);
+      written.set(k, { w0: keyWords[at]!, w1: keyWords[at + 1]!, w2: keyWords[at + 2]!, w3: keyWords[at + 3]!, record, value, next: written.get(k) });
       writtenKeys?.add(key);
     };
-    for (let j = 0; j < misses.length; j++) if (!found[j]) write(missKeys[j]!, words, misses[j]! * 4, records[misses[j]!]!);
+    for (let j = 0; j < misses.length; j++) {
+      if (found[j]) continue;
+      const i = misses[j]!;
+      const id = newIds[i]!;
+      if (id >= 0) write(missKeys[j]!, words, i * 4, undefined, encodeNewRecord(id, fieldIds[batch.firstField[i]!]!, run, source, batch.count[i]!));
+      else write(missKeys[j]!, words, i * 4, records[i], encodeRecord(records[i]!));
+    }
     const evictedAt = Uint32Array.from(evictedWords);
-    evicted.forEach((record, e) => write(keyFromWords(evictedAt, e * 4), evictedAt, e * 4, record));
+    evicted.forEach((record, e) => write(keyFromWords(evictedAt, e * 4), evictedAt, e * 4, record, encodeRecord(record)));
 
     // One write in flight at a time keeps writes in order.
     const previous = await landPrevious();
