@@ -28,8 +28,8 @@
  *
  * Why the texts live outside LevelDB: they are most of the bytes (217 of 331 MB at 1M rows) and are written once and
  * read in id order, so LevelDB's write-ahead log, memtable, compression and compactions only cost time for them
- * (1M rows: 33.4 s with them in LevelDB, ~29.5 s without). What stays in LevelDB is small records under random keys,
- * which snappy cannot shrink, so compression is off (it cost ~6% of the CPU, compressing and uncompressing).
+ * (1M rows: 33.2-33.6 s with them in LevelDB, 31.3-31.5 s in the log). What stays in LevelDB is small records under
+ * random keys, which snappy cannot shrink, so compression is off (at 1M rows snappy took ~7% of the process's CPU).
  */
 import { randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
@@ -676,8 +676,10 @@ export function stringKey(text: string): Buffer {
 }
 
 /**
- * A record as 32-bit words: id, first field, last run, number of sources, then per source: source, run, previous run
- * (0: none; runs start at 1), the lengths of its counts and previous counts, and those counts.
+ * A record as a sequence of unsigned numbers, each a little-endian base-128 varint (1 byte below 128, at most 5): id,
+ * first field, last run, number of sources, then per source: source, run, previous run (0: none; runs start at 1), the
+ * lengths of its counts and previous counts, and those counts. Mostly small numbers: ~13 bytes against 40 as 32-bit
+ * words, and the records are what LevelDB's compactions rewrite and its memory maps hold.
  */
 export function encodeRecord(r: StringRecord): Buffer {
   let words = 4;
@@ -720,30 +722,39 @@ export function encodeNewRecord(id: number, field: number, run: number, source: 
   return out.buf;
 }
 
-/** Little-endian 32-bit words into a new buffer, byte by byte (Buffer's checked writeUInt32LE cost twice as much). */
+/** Varints (see encodeRecord) into a buffer sized for the worst case, cut to what was written. */
 class RecordWriter {
-  readonly buf: Buffer;
+  readonly #buf: Buffer;
   #at = 0;
-  constructor(words: number) {
-    this.buf = Buffer.allocUnsafe(words * 4);
+  constructor(numbers: number) {
+    this.#buf = Buffer.allocUnsafe(numbers * 5);
   }
   put(n: number): void {
-    const b = this.buf;
-    const o = this.#at;
-    b[o] = n;
-    b[o + 1] = n >>> 8;
-    b[o + 2] = n >>> 16;
-    b[o + 3] = n >>> 24;
-    this.#at = o + 4;
+    const b = this.#buf;
+    let o = this.#at;
+    // n can pass 2^31 (ids, counts), where bit operators turn negative: divide instead.
+    while (n >= 128) {
+      b[o++] = (n % 128) | 128;
+      n = Math.floor(n / 128);
+    }
+    b[o++] = n;
+    this.#at = o;
+  }
+  get buf(): Buffer {
+    return this.#buf.subarray(0, this.#at);
   }
 }
 
 export function decodeRecord(buf: Buffer): StringRecord {
   let o = 0;
   const get = () => {
-    const n = buf.readUInt32LE(o);
-    o += 4;
-    return n;
+    let n = 0;
+    for (let scale = 1; ; scale *= 128) {
+      const byte = buf[o++];
+      if (byte === undefined) throw new StateError('STATE_RECORD', 'a string record in the state store is cut short; use a new work directory');
+      n += (byte & 127) * scale;
+      if (byte < 128) return n;
+    }
   };
   const record: StringRecord = { id: get(), f: get(), lr: get(), src: [] };
   const sources = get();

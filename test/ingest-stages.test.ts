@@ -268,6 +268,10 @@ test('encodeNewRecord gives the bytes encodeRecord gives for the same new string
     assert.deepEqual(encodeNewRecord(id, field, run, source, n), encodeRecord(record));
     assert.deepEqual(decodeRecord(encodeNewRecord(id, field, run, source, n)), record);
   }
+  // Varints: a typical record is a few bytes, one per small number.
+  assert.equal(encodeNewRecord(5, 0, 1, 0, 1).length, 10);
+  assert.equal(encodeNewRecord(300, 2, 1, 0, 200).length, 14);
+  assert.throws(() => decodeRecord(encodeNewRecord(300, 2, 1, 0, 200).subarray(0, 13)), /cut short/);
 });
 
 test('KeyFilter: every added key is maybe present; few absent keys are', () => {
