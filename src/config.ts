@@ -110,8 +110,8 @@ export const configSchema = z
     max_file_bytes: z.number().int().min(1024).max(209_715_200).default(200_000_000),
     input: inputSchema.default(() => inputSchema.parse({})),
     // LevelDB maps up to this many of its table files into memory; fewer caps the state store's share of RSS (the
-    // mapped pages) at the cost of speed (BENCHMARKS.md: at 64, a 1M-row prepare about as fast, a 4M-row one 1.25x,
-    // mapped pages 114 -> 140 MB from 1M to 4M rows against 127 -> 318 MB by default).
+    // mapped pages) at the cost of speed (BENCHMARKS.md: at 64, a 1M-row prepare about as fast, a 4M-row one 1.10x,
+    // mapped pages 118 -> 153 MB from 1M to 4M rows against 120 -> 323 MB by default).
     state_max_open_files: z.number().int().min(16).max(100_000).default(1000),
 
     // OpenAI and the batch lifecycle.

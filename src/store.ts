@@ -28,7 +28,7 @@
  *
  * Why the texts live outside LevelDB: they are most of the bytes (217 of 331 MB at 1M rows) and are written once and
  * read in id order, so LevelDB's write-ahead log, memtable, compression and compactions only cost time for them
- * (1M rows: 33.2-33.6 s with them in LevelDB, 31.3-31.5 s in the log). What stays in LevelDB is small records under
+ * (1M rows: 33.2-35.6 s with them in LevelDB, 31.3-31.5 s in the log). What stays in LevelDB is small records under
  * random keys, which snappy cannot shrink, so compression is off (at 1M rows snappy took ~7% of the process's CPU).
  */
 import { randomUUID } from 'node:crypto';
