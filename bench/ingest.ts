@@ -8,7 +8,7 @@
  * fresh work directory, each in its own process, and prints rows/s, MB/s, the ratio to the floor and peak RSS.
  * With several sizes it also prints each size's prepare peak RSS against the first's.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,10 +26,6 @@ interface Measure {
   rows: number;
   seconds: number;
   peakRssMB: number;
-}
-
-function runNode(script: string, scriptArgs: string[]): string {
-  return execFileSync(process.execPath, [script, ...scriptArgs], { encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
 }
 
 /**
@@ -67,7 +63,7 @@ for (const rows of sizes) {
   await new Promise<void>((resolve) => out.end(() => resolve()));
   const mb = statSync(csv).size / 1e6;
 
-  const floor = JSON.parse(runNode(path.join(here, 'csv-floor.js'), [csv])) as Measure;
+  const floor = JSON.parse((await runNodeSampled(path.join(here, 'csv-floor.js'), [csv])).stdout) as Measure;
   const work = path.join(tmp, `work-${rows}`);
   rmSync(work, { recursive: true, force: true });
   const extra = (process.env.BENCH_SET ?? '').split(/\s+/).filter(Boolean).flatMap((kv) => ['--set', kv]);

@@ -126,7 +126,7 @@ export function dedupStrings(options: DedupOptions): Transform {
         missKeys.push(keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES));
       }
     }
-    const found = await lookUp(missKeys);
+    const found = await lookUp(missKeys, misses, words);
 
     const fresh: NewString[] = [];
     const newTexts: string[] = [];
@@ -153,14 +153,14 @@ export function dedupStrings(options: DedupOptions): Transform {
       newTexts.push(text);
       fresh.push({ id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, line: batch.lines[i] || undefined });
     }
-    /** Strings with counts not yet written that left the cache (their key words, then their records): written with this batch, after its counts. */
-    const evictedWords: number[] = [];
+    /** Strings with counts not yet written that left the cache (their records, and their key words): written with this batch, after its counts. */
     const evicted: StringRecord[] = [];
+    const evictedWords = new Uint32Array(admitted.length * 4);
     for (const [i, cached] of admitted) {
       const slot = words[i * 4]! & slotMask;
       const previous = cache[slot];
       if (previous?.dirty) {
-        for (let w = 0; w < 4; w++) evictedWords.push(cacheWords[slot * 4 + w]!);
+        evictedWords.set(cacheWords.subarray(slot * 4, slot * 4 + 4), evicted.length * 4);
         evicted.push(previous.record);
       }
       cache[slot] = cached;
@@ -176,7 +176,7 @@ export function dedupStrings(options: DedupOptions): Transform {
       writes.put(key, value);
       const k = mapKey(keyWords, at);
       written.set(k, { w0: keyWords[at]!, w1: keyWords[at + 1]!, w2: keyWords[at + 2]!, w3: keyWords[at + 3]!, record, value, next: written.get(k) });
-      writtenKeys?.add(key);
+      writtenKeys?.add(keyWords, at);
     };
     for (let j = 0; j < misses.length; j++) {
       if (found[j]) continue;
@@ -185,8 +185,7 @@ export function dedupStrings(options: DedupOptions): Transform {
       if (id >= 0) write(missKeys[j]!, words, i * 4, undefined, encodeNewRecord(id, fieldIds[batch.firstField[i]!]!, run, source, batch.count[i]!));
       else write(missKeys[j]!, words, i * 4, records[i], encodeRecord(records[i]!));
     }
-    const evictedAt = Uint32Array.from(evictedWords);
-    evicted.forEach((record, e) => write(keyFromWords(evictedAt, e * 4), evictedAt, e * 4, record, encodeRecord(record)));
+    evicted.forEach((record, e) => write(keyFromWords(evictedWords, e * 4), evictedWords, e * 4, record, encodeRecord(record)));
 
     // One write in flight at a time keeps writes in order.
     const previous = await landPrevious();
@@ -194,12 +193,15 @@ export function dedupStrings(options: DedupOptions): Transform {
     inFlight = { write: store.writeStrings(writes, firstNewId, newTexts), fresh, written };
   };
 
-  /** The records of these keys; only those the store may hold are read when it held none before this run. */
-  const lookUp = async (missKeys: Buffer[]): Promise<(StringRecord | undefined)[]> => {
+  /**
+   * The records of these keys (the j-th is string misses[j] of the batch, its words at misses[j] * 4); only those the
+   * store may hold are read when it held none before this run.
+   */
+  const lookUp = async (missKeys: Buffer[], misses: number[], words: Uint32Array): Promise<(StringRecord | undefined)[]> => {
     if (!writtenKeys) return store.lookupStrings(missKeys);
     const found = new Array<StringRecord | undefined>(missKeys.length);
     const maybe: number[] = [];
-    for (let j = 0; j < missKeys.length; j++) if (writtenKeys.mayHave(missKeys[j]!)) maybe.push(j);
+    for (let j = 0; j < missKeys.length; j++) if (writtenKeys.mayHave(words, misses[j]! * 4)) maybe.push(j);
     if (maybe.length) (await store.lookupStrings(maybe.map((j) => missKeys[j]!))).forEach((record, q) => (found[maybe[q]!] = record));
     return found;
   };
