@@ -17,12 +17,6 @@ export interface DedupOptions {
   cacheSize?: number;
 }
 
-interface Cached {
-  record: StringRecord;
-  /** Counts changed since the record was last written. */
-  dirty: boolean;
-}
-
 /** A record written with a batch whose write has not landed yet, found by its key's words (see inFlightRecord). */
 interface Written {
   w0: number;
@@ -39,9 +33,13 @@ interface Written {
 /** Map key of a string's key words: 30 bits, so V8 keeps it a small integer (larger numbers are boxed and hashed). */
 const mapKey = (words: Uint32Array, at: number) => words[at]! & 0x3fffffff;
 
-/** Enough for the strings that recur in nearly every batch (roles, genres, subjects, frequent names). */
-const DEFAULT_CACHE = 32_768;
-/** Dirty records written per batch when the cache is flushed at the end. */
+/**
+ * Strings whose counts are kept in memory between batches. At 1M catalog rows (130k recurring names, 200k recurring
+ * titles) 262,144 slots write 0.55M records fewer than 32,768 and read as many fewer, for ~36 MB more peak RSS:
+ * 20% less wall time (BENCHMARKS.md, seventh session). A fixed size, so memory stays the same however long the input.
+ */
+const DEFAULT_CACHE = 262_144;
+/** Cached records written per batch when the cache is flushed at the end. */
 const FLUSH_BATCH = 8192;
 
 /**
@@ -53,10 +51,12 @@ const FLUSH_BATCH = 8192;
  * Strings seen again in a later batch stay in a cache, their counts updated in memory and written when they leave it or
  * at the end, so a string that recurs in every batch costs one read and one write per run instead of one of each per
  * batch. Counts written late are safe: a run's counts count only once the run completed, and a run completes only
- * after this stage has flushed. The cache is a fixed table indexed by bits of the string's hash, each slot holding one
- * string with its text: a string found again takes its slot from whichever string held it, whose counts are written
- * with the batch. An array slot costs a fraction of a Map lookup plus the reordering least-recently-used needs (those
- * took ~0.3 s of the worker's time at 200k rows). Strings are told apart by the 128-bit hash of their store key, as
+ * after this stage has flushed. The cache is a fixed table: a string may sit in one of two slots picked by bits of its
+ * hash, and one found again takes the first of them that is empty, or whose string was not found again since it came
+ * in, or else the first; the string it puts out has its counts written with the batch. The second choice keeps strings
+ * that recur (found again) over those met twice only. An array slot costs a fraction of a Map lookup plus the
+ * reordering least-recently-used needs (those took ~0.3 s of the worker's time at 200k rows). Strings are told apart
+ * by the 128-bit hash of their store key, as
  * the store tells them apart, kept as four 32-bit words: comparing and hashing texts cost the worker ~12% of its time.
  *
  * The write of batch N overlaps the lookup and work of batch N+1. Batch N's written records stay in an overlay until
@@ -69,9 +69,36 @@ export function dedupStrings(options: DedupOptions): Transform {
   const source = store.sourceId(options.source);
   const fieldIds = embedFields.map((name) => store.fieldId(name));
   let nextId = store.committedId;
-  const cache = new Array<Cached | undefined>(slotMask + 1).fill(undefined);
+  /** Every cached record counts occurrences not yet written. */
+  const cache = new Array<StringRecord | undefined>(slotMask + 1).fill(undefined);
   /** The key words (see readKeyWords) of the string in each slot of the cache. */
   const cacheWords = new Uint32Array((slotMask + 1) * 4);
+  /** 1: the slot's string was found in the cache since it came in. */
+  const used = new Uint8Array(slotMask + 1);
+  const firstSlot = (words: Uint32Array, at: number) => words[at]! & slotMask;
+  const secondSlot = (words: Uint32Array, at: number) => words[at + 1]! & slotMask;
+  const holds = (slot: number, words: Uint32Array, at: number) => {
+    const c = slot * 4;
+    return cacheWords[c] === words[at] && cacheWords[c + 1] === words[at + 1] && cacheWords[c + 2] === words[at + 2] && cacheWords[c + 3] === words[at + 3];
+  };
+  /** The slot holding the string whose key words are at `at` in `words`, or -1. Words first: most strings are not cached. */
+  const cachedSlot = (words: Uint32Array, at: number) => {
+    const a = firstSlot(words, at);
+    if (holds(a, words, at)) return a;
+    const b = secondSlot(words, at);
+    return holds(b, words, at) ? b : -1;
+  };
+  /** Where a string found again goes in (see above). */
+  const admissionSlot = (words: Uint32Array, at: number) => {
+    const a = firstSlot(words, at);
+    const b = secondSlot(words, at);
+    if (!cache[a]) return a;
+    if (!cache[b]) return b;
+    if (!used[a]) return a;
+    if (!used[b]) return b;
+    used[b] = 0; // b kept its place once: it must be found again to keep it next time
+    return a;
+  };
   let inFlight: { write: Promise<void>; fresh: NewString[]; written: Map<number, Written> } | undefined;
   // Keys this run wrote, when the store held no string before it: a string whose key is not among them is new
   // without asking LevelDB (on a first run most lookups find nothing: 427k of 549k at 200k rows).
@@ -104,23 +131,22 @@ export function dedupStrings(options: DedupOptions): Transform {
      * Strings found in the store or the overlay, to cache once the whole batch is looked up: a string put out of the
      * cache before its own turn in the batch would be read again from the store, without its latest counts.
      */
-    const admitted: Array<[i: number, cached: Cached]> = [];
+    const admitted: number[] = [];
 
     for (let i = 0; i < n; i++) {
       readKeyWords(keys, i, words, i * 4);
-      const slot = words[i * 4]! & slotMask;
-      const at = slot * 4;
-      // The words first: most strings are not in the cache, and that is told without reading the slot's entry.
-      let cached = cacheWords[at] === words[i * 4] && cacheWords[at + 1] === words[i * 4 + 1] && cacheWords[at + 2] === words[i * 4 + 2] && cacheWords[at + 3] === words[i * 4 + 3] ? cache[slot] : undefined;
-      if (!cached) {
-        const record = inFlightRecord(words, i * 4);
-        cached = record && { record, dirty: false };
-        if (cached) admitted.push([i, cached]);
+      const slot = cachedSlot(words, i * 4);
+      let record: StringRecord | undefined;
+      if (slot >= 0) {
+        record = cache[slot]!;
+        used[slot] = 1;
+      } else {
+        record = inFlightRecord(words, i * 4);
+        if (record) admitted.push(i);
       }
-      if (cached) {
-        known(cached.record);
-        cached.dirty = true;
-        records[i] = cached.record;
+      if (record) {
+        known(record);
+        records[i] = record;
       } else {
         misses.push(i);
         missKeys.push(keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES));
@@ -140,7 +166,7 @@ export function dedupStrings(options: DedupOptions): Transform {
       const record = found[j];
       if (record) {
         known(record);
-        admitted.push([i, { record, dirty: true }]);
+        admitted.push(i);
         records[i] = record;
         continue;
       }
@@ -156,15 +182,16 @@ export function dedupStrings(options: DedupOptions): Transform {
     /** Strings with counts not yet written that left the cache (their records, and their key words): written with this batch, after its counts. */
     const evicted: StringRecord[] = [];
     const evictedWords = new Uint32Array(admitted.length * 4);
-    for (const [i, cached] of admitted) {
-      const slot = words[i * 4]! & slotMask;
+    for (const i of admitted) {
+      const slot = admissionSlot(words, i * 4);
       const previous = cache[slot];
-      if (previous?.dirty) {
+      if (previous) {
         evictedWords.set(cacheWords.subarray(slot * 4, slot * 4 + 4), evicted.length * 4);
-        evicted.push(previous.record);
+        evicted.push(previous);
       }
-      cache[slot] = cached;
+      cache[slot] = records[i];
       cacheWords.set(words.subarray(i * 4, i * 4 + 4), slot * 4);
+      used[slot] = 0;
     }
     for (let i = 0; i < n; i++) if (newIds[i]! < 0) addOccurrences(store, records[i]!, source, run, fieldIds[batch.firstField[i]!]!, batch.count[i]!);
     for (let m = 0; m < batch.more.length; m += 3) addOccurrences(store, records[batch.more[m]!]!, source, run, fieldIds[batch.more[m + 1]!]!, batch.more[m + 2]!);
@@ -218,9 +245,9 @@ export function dedupStrings(options: DedupOptions): Transform {
   const flushCache = async (): Promise<void> => {
     let writes = new StringWrites();
     for (let slot = 0; slot < cache.length; slot++) {
-      const cached = cache[slot];
-      if (!cached?.dirty) continue;
-      writes.put(keyFromWords(cacheWords, slot * 4), encodeRecord(cached.record));
+      const record = cache[slot];
+      if (!record) continue;
+      writes.put(keyFromWords(cacheWords, slot * 4), encodeRecord(record));
       if (writes.keys.length >= FLUSH_BATCH) {
         await store.writeStrings(writes, nextId, []);
         writes = new StringWrites();
