@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, truncateSync } from 'node:fs';
 import path from 'node:path';
@@ -40,24 +41,41 @@ async function run<T>(input: unknown[], ...stages: Duplex[]): Promise<T[]> {
 /** The same bytes cut into chunks of `size`, as a file read would deliver them with a small buffer. */
 const chunks = (bytes: Buffer, size: number) => Array.from({ length: Math.ceil(bytes.length / size) }, (_, i) => bytes.subarray(i * size, (i + 1) * size));
 
-test('decodeText: UTF-8 split across chunks at every position, BOM dropped', async () => {
+test('decodeText: UTF-8 split across chunks at every position passes on whole characters, BOM dropped', async () => {
   const text = 'name\nDvořák, Antonín — 𝄞 Bärtók\n';
   const bytes = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)]);
   for (const size of [1, 2, 3, 5, 64]) {
-    const out = await run<string>(chunks(bytes, size), decodeText('x.csv', 'utf-8'));
-    assert.equal(out.join(''), text, `chunk size ${size}`);
+    const out = await run<Buffer>(chunks(bytes, size), decodeText('x.csv', 'utf-8'));
+    assert.ok(out.every((chunk) => isUtf8(chunk) && chunk.length > 0), `chunk size ${size}: each chunk whole characters`);
+    assert.equal(Buffer.concat(out).toString(), text, `chunk size ${size}`);
   }
+  assert.deepEqual(await run<Buffer>(chunks(Buffer.from([0xef, 0xbb, 0xbf]), 1), decodeText('x.csv', 'utf-8')), [], 'a BOM alone');
+  await assert.rejects(run([Buffer.from([0xef, 0xbb]), Buffer.from('x')], decodeText('x.csv', 'utf-8')), /not valid utf-8 near byte offset 2/, 'a BOM\'s start, then not its end');
 });
 
 test('decodeText: invalid UTF-8 is an error naming file, line and byte offset', async () => {
   const bytes = Buffer.concat([Buffer.from('a,b\nok,1\nbad,'), Buffer.from([0xc3, 0x28]), Buffer.from('\n')]);
-  await assert.rejects(run(chunks(bytes, 4), decodeText('in.csv', 'utf-8')), (err: unknown) => {
-    assert.ok(err instanceof InputError);
-    assert.equal(err.code, 'INPUT_ENCODING');
-    assert.equal(err.line, 3);
-    assert.match(err.message, /^in\.csv:3: bytes are not valid utf-8 near byte offset 14/);
-    return true;
-  });
+  for (const size of [1, 4, 15, 1000]) {
+    await assert.rejects(run(chunks(bytes, size), decodeText('in.csv', 'utf-8')), (err: unknown) => {
+      assert.ok(err instanceof InputError);
+      assert.equal(err.code, 'INPUT_ENCODING');
+      assert.equal(err.line, 3);
+      assert.match(err.message, /^in\.csv:3: bytes are not valid utf-8 near byte offset 14/, `chunk size ${size}`);
+      return true;
+    });
+  }
+});
+
+test('decodeText: input ending inside a character is an error, however it is cut', async () => {
+  const bytes = Buffer.concat([Buffer.from('a\nb'), Buffer.from('𝄞').subarray(0, 3)]);
+  for (const size of [1, 2, 4, 1000]) {
+    await assert.rejects(run(chunks(bytes, size), decodeText('in.csv', 'utf-8')), (err: unknown) => {
+      assert.ok(err instanceof InputError && err.code === 'INPUT_ENCODING' && err.line === 2, `chunk size ${size}`);
+      assert.match(err.message, /^in\.csv:2: input ends inside a utf-8 character at byte offset 3$/);
+      return true;
+    });
+  }
+  await assert.rejects(run([Buffer.from([0xef, 0xbb])], decodeText('in.csv', 'utf-8')), /input ends inside a utf-8 character at byte offset 0/, 'a BOM cut short');
 });
 
 test('decodeText: latin1 input is read as configured', async () => {
