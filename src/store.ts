@@ -415,7 +415,8 @@ export class StateStore {
 
   /**
    * Writes string records (already encoded) in one atomic write, with the texts of the new strings `firstNewId` on as
-   * one chunk: a dead run's uncommitted strings are found through it. The texts go to the text log first, with a
+   * one chunk (each text as JSON.stringify gives it: the caller has it escaped for request lines too): a dead run's
+   * uncommitted strings are found through it. The texts go to the text log first, with a
    * synchronous write, so the pointer to them never lands without them (a killed process keeps what it wrote).
    *
    * The records go to classic-level's native batch as they are (its chained batch's `_put`): they are already the
@@ -424,8 +425,8 @@ export class StateStore {
    * public API writes (tested). One native batch serves every call, cleared before each: classic-level frees a chained
    * batch's memory only when the garbage collector finalizes it, which let anonymous memory grow 17% from 1M to 4M rows.
    */
-  async writeStrings(records: StringWrites, firstNewId: number, newTexts: string[]): Promise<void> {
-    if (!records.keys.length && !newTexts.length) return;
+  async writeStrings(records: StringWrites, firstNewId: number, newTextsJson: string[]): Promise<void> {
+    if (!records.keys.length && !newTextsJson.length) return;
     if (this.#writingStrings) throw new Error('writeStrings: the previous write has not landed');
     this.#writingStrings = true;
     const batch = (this.#stringBatch ??= this.#db.batch() as unknown as NativeChainedBatch);
@@ -434,10 +435,10 @@ export class StateStore {
       const { keys, values } = records;
       for (let i = 0; i < keys.length; i++) batch._put(keys[i]!, values[i]!);
       let end = this.#textEnd;
-      if (newTexts.length) {
-        const line = Buffer.from(JSON.stringify(newTexts) + '\n');
+      if (newTextsJson.length) {
+        const line = Buffer.from(`[${newTextsJson.join(',')}]\n`);
         for (let at = 0; at < line.length; ) at += writeSync(this.#textLog, line, at, line.length - at, end + at);
-        batch.put(pad(firstNewId), { o: end, n: line.length, k: newTexts.length } satisfies TextChunk, { sublevel: this.texts, ...JSON_ENTRY });
+        batch.put(pad(firstNewId), { o: end, n: line.length, k: newTextsJson.length } satisfies TextChunk, { sublevel: this.texts, ...JSON_ENTRY });
         batch.put('fields', this.#state.fields, { sublevel: this.#meta, ...JSON_ENTRY });
         end += line.length;
       }

@@ -10,6 +10,8 @@ export interface NewString {
   /** The field it was first seen in (named in its custom_id). */
   field: string;
   text: string;
+  /** JSON.stringify(text), made once by the stage that found the string new (the text log holds the same JSON). */
+  json?: string;
   /** The input line where it was first seen, for messages. */
   line: number | undefined;
   /** Token count for the model's tokenizer, once counted (-1: over the limit). */

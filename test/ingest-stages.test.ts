@@ -212,6 +212,9 @@ test('dedupStrings: counts of strings that recur across batches are right whethe
   }
 });
 
+/** Texts as writeStrings takes them. */
+const json = (text: string) => JSON.stringify(text);
+
 test('writeStrings: records and text chunks land as the public API reads them; a store knows whether it held strings when opened', async (t) => {
   const dir = tempDir(t);
   let store = await StateStore.open(dir);
@@ -220,8 +223,8 @@ test('writeStrings: records and text chunks land as the public API reads them; a
   const records = new StringWrites();
   texts.forEach((text, id) => records.put(stringKey(text), encodeRecord({ id, f: store.fieldId('person'), lr: 1, src: [{ s: 0, r: 1, c: [id + 1] }] })));
   // One native batch serves every write, so writes go one at a time.
-  const first = store.writeStrings(records, 0, texts);
-  await assert.rejects(store.writeStrings(records, 0, texts), /the previous write has not landed/);
+  const first = store.writeStrings(records, 0, texts.map(json));
+  await assert.rejects(store.writeStrings(records, 0, texts.map(json)), /the previous write has not landed/);
   await first;
   await store.close();
   // Read back through abstract-level's public API, as bytes.
@@ -238,7 +241,7 @@ test('writeStrings: records and text chunks land as the public API reads them; a
   assert.equal(store.heldStrings, false);
   assert.equal(statSync(path.join(dir, 'texts.jsonl')).size, 0, 'the dead run\'s texts are cut off the log');
   assert.deepEqual(await store.lookupStrings(records.keys), [undefined, undefined, undefined]);
-  await store.writeStrings(records, 0, texts);
+  await store.writeStrings(records, 0, texts.map(json));
   await store.commit(3, null, []);
   await store.close();
   store = await StateStore.open(dir);
@@ -256,7 +259,7 @@ test('text log: a chunk committed in part keeps its committed texts; the next ch
   const write = async (texts: string[], firstId: number) => {
     const records = new StringWrites();
     texts.forEach((text, i) => records.put(stringKey(text), encodeRecord({ id: firstId + i, f: store.fieldId('title'), lr: 1, src: [{ s: 0, r: 1, c: [0, 1] }] })));
-    await store.writeStrings(records, firstId, texts);
+    await store.writeStrings(records, firstId, texts.map(json));
   };
   await write(['Peer Gynt', 'Brand', 'Rosmersholm'], 0);
   await write(['Hedda Gabler', 'Gengangere'], 3);
@@ -350,7 +353,7 @@ test('countTokens: exact where the limit could be passed (-1 past it), one in N 
 
 test('guardTokens: skip records the reason; truncate keeps whole characters within the limit', async () => {
   const long = 'Dvořák '.repeat(40);
-  const mk = (): NewString[] => [{ id: 0, crc: 0, field: 'f', text: long, line: 1, tokens: -1 }, { id: 1, crc: 0, field: 'f', text: 'short', line: 2, tokens: 1 }];
+  const mk = (): NewString[] => [{ id: 0, crc: 0, field: 'f', text: long, json: JSON.stringify(long), line: 1, tokens: -1 }, { id: 1, crc: 0, field: 'f', text: 'short', line: 2, tokens: 1 }];
   const counters = newCounters();
   const [skipped] = await run<NewString[]>([mk()], guardTokens({ limit: 20, policy: 'skip', counters }));
   assert.equal(skipped![0]!.skip, 'too_long');
@@ -358,6 +361,9 @@ test('guardTokens: skip records the reason; truncate keeps whole characters with
   assert.equal(counters.skipped.too_long, 1);
   const [cut] = await run<NewString[]>([mk()], guardTokens({ limit: 20, policy: 'truncate', counters: newCounters() }));
   assert.ok(long.startsWith(cut![0]!.text) && cut![0]!.text.length > 10);
+  assert.equal(cut![0]!.json, undefined, 'the JSON of the whole text goes with it');
+  const [items] = await run<RequestItem[]>([cut!], formatRequests({ model: 'm', encodingFormat: 'float', dimensions: null }));
+  assert.equal(JSON.parse(items![0]!.line!).body.input, cut![0]!.text, 'the request line carries the cut text');
   assert.ok(cut![0]!.tokens! <= 20);
   assert.ok(!truncateToTokens('ab😀'.repeat(20), 7).includes('\uFFFD'));
 });

@@ -180,7 +180,8 @@ export function dedupStrings(options: DedupOptions): Transform {
     const found = await lookUp(missKeys, misses, words);
 
     const fresh: NewString[] = [];
-    const newTexts: string[] = [];
+    /** The new strings' texts as JSON, for the text log and (passed on) their request lines: escaped once. */
+    const newJson: string[] = [];
     const firstNewId = nextId;
     // New strings seen in one field only (most) get their record's bytes straight away, no record object: ids by index.
     const oneField = new Uint8Array(n).fill(1);
@@ -201,8 +202,9 @@ export function dedupStrings(options: DedupOptions): Transform {
       else records[i] = { id, f: fieldIds[batch.firstField[i]!]!, lr: run, src: [] };
       counters.distinct++;
       counters.newStrings++;
-      newTexts.push(text);
-      fresh.push({ id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, line: batch.lines[i] || undefined });
+      const json = JSON.stringify(text);
+      newJson.push(json);
+      fresh.push({ id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, json, line: batch.lines[i] || undefined });
     }
     /** Strings with counts not yet written that left the cache (their records, and their key words): written with this batch, after its counts. */
     const evicted: StringRecord[] = [];
@@ -244,7 +246,7 @@ export function dedupStrings(options: DedupOptions): Transform {
     // One write in flight at a time keeps writes in order.
     const previous = await landPrevious();
     if (previous.length) stage.push(previous);
-    inFlight = { write: store.writeStrings(writes, firstNewId, newTexts), fresh, written };
+    inFlight = { write: store.writeStrings(writes, firstNewId, newJson), fresh, written };
   };
 
   /**

@@ -48,12 +48,13 @@ export function parseCustomId(customIdText: string): { crc: string; field: strin
 
 /**
  * A function that builds the Batch API request line for one input. The constant part of the body is serialised once;
- * only the custom_id and the input are escaped per line (the same JSON as JSON.stringify of the whole object).
+ * only the custom_id and the input are escaped per line (the same JSON as JSON.stringify of the whole object), the
+ * input not at all when its JSON is given.
  */
-export function requestLineBuilder(body: RequestBodyOptions): (customIdText: string, input: string) => string {
+export function requestLineBuilder(body: RequestBodyOptions): (customIdText: string, input: string, inputJson?: string) => string {
   const tail = JSON.stringify({ encoding_format: body.encodingFormat, ...(body.dimensions === null ? {} : { dimensions: body.dimensions }) }).slice(1);
   const head = `,"method":"POST","url":"/v1/embeddings","body":{"model":${JSON.stringify(body.model)},"input":`;
-  return (customIdText, input) => `{"custom_id":${JSON.stringify(customIdText)}${head}${JSON.stringify(input)},${tail}}`;
+  return (customIdText, input, inputJson = JSON.stringify(input)) => `{"custom_id":${JSON.stringify(customIdText)}${head}${inputJson},${tail}}`;
 }
 
 /** New strings to request lines (one input per line, so every result maps back to one string). */
@@ -67,7 +68,7 @@ export function formatRequests(body: RequestBodyOptions): Transform {
         const s = batch[i]!;
         const item: RequestItem = { id: s.id, field: s.field, tokens: s.tokens ?? 0 };
         if (s.skip) item.skip = s.skip;
-        else item.line = requestLine(customId(s.crc, s.field, s.id), s.text);
+        else item.line = requestLine(customId(s.crc, s.field, s.id), s.text, s.json);
         if (s.estimated) item.estimated = true;
         items[i] = item;
       }

@@ -24,6 +24,7 @@ export function guardTokens(options: GuardOptions): Transform {
           countSkip(counters, 'too_long');
         } else {
           s.text = truncateToTokens(s.text, limit);
+          delete s.json;
           s.tokens = countWithin(s.text, limit);
           countSkip(counters, 'truncated_not_skipped');
         }
