@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { countTokens as referenceCount } from 'gpt-tokenizer/encoding/cl100k_base';
 import { Level } from 'level';
 import { InputError } from '../src/errors.js';
-import { KeyFilter } from '../src/key-filter.js';
+import { KeyFilter, KeyTable } from '../src/key-filter.js';
 import { decodeRecord, encodeNewRecord, encodeRecord, readKeyWords, StateStore, stringKey, StringWrites, type TextChunk } from '../src/store.js';
 import { newCounters, type CsvRecord, type NewString } from '../src/types.js';
 import { batchItems } from '../transforms/batch-items.js';
@@ -312,6 +312,20 @@ test('KeyFilter: every added key is maybe present; few absent keys are', () => {
   let falsePositives = 0;
   for (let i = 0; i < 100_000; i++) if (filter.mayHave(absent, i * 4)) falsePositives++;
   assert.ok(falsePositives < 100, `${falsePositives} false positives in 100,000`);
+});
+
+test('KeyTable: each key finds its own number, also among keys that share their first word; absent keys find none', () => {
+  const n = 3000;
+  const words = new Uint32Array(n * 4);
+  for (let i = 0; i < n; i++) words.set([i % 7, i, i * 31, 0xffffffff - i], i * 4); // 7 first words: long probe runs
+  const table = new KeyTable(n);
+  for (let i = 0; i < n; i++) table.set(words, i * 4, i);
+  for (let i = 0; i < n; i++) assert.equal(table.get(words, i * 4), i);
+  table.set(words, 5 * 4, 42);
+  assert.equal(table.get(words, 5 * 4), 42, 'a key set again has the new number');
+  const absent = Uint32Array.of(1, 1, 31, 0); // first three words of key 1, not its last
+  assert.equal(table.get(absent, 0), -1);
+  assert.throws(() => table.set(absent, 0, 0), /more than 3000 keys/, 'a full table says so rather than looping');
 });
 
 test('a work directory in another state layout is refused with a message saying what to do', async (t) => {

@@ -1,7 +1,7 @@
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
 import { addOccurrences, decodeRecord, encodeNewRecord, encodeRecord, keyFromWords, readKeyWords, STRING_KEY_BYTES, StringWrites, type StateStore, type StringRecord } from '../src/store.js';
-import { KeyFilter } from '../src/key-filter.js';
+import { KeyFilter, KeyTable } from '../src/key-filter.js';
 import type { IngestCounters, NewString } from '../src/types.js';
 import type { DistinctBatch } from './aggregate-strings.js';
 
@@ -17,21 +17,17 @@ export interface DedupOptions {
   cacheSize?: number;
 }
 
-/** A record written with a batch whose write has not landed yet, found by its key's words (see inFlightRecord). */
-interface Written {
-  w0: number;
-  w1: number;
-  w2: number;
-  w3: number;
-  /** The record, or only its bytes for a new string's (decoded if the next batch meets the string again). */
-  record: StringRecord | undefined;
-  value: Buffer;
-  /** Another record under the same map key. */
-  next: Written | undefined;
+/** A batch's write that has not landed yet, and what it carries (see inFlightRecord). */
+interface InFlight {
+  write: Promise<void>;
+  /** The batch's new strings, passed on when the write landed. */
+  fresh: NewString[];
+  /** Written keys to their index in `writes`. */
+  index: KeyTable;
+  writes: StringWrites;
+  /** Each write's record, or only its bytes for a new string's (decoded if the next batch meets the string again). */
+  records: (StringRecord | undefined)[];
 }
-
-/** Map key of a string's key words: 30 bits, so V8 keeps it a small integer (larger numbers are boxed and hashed). */
-const mapKey = (words: Uint32Array, at: number) => words[at]! & 0x3fffffff;
 
 /**
  * Strings whose counts are kept in memory between batches. At 1M catalog rows (130k recurring names, 200k recurring
@@ -119,7 +115,7 @@ export function dedupStrings(options: DedupOptions): Transform {
     used[b] = 0; // b kept its place once: it must be found again to keep it next time
     return a;
   };
-  let inFlight: { write: Promise<void>; fresh: NewString[]; written: Map<number, Written> } | undefined;
+  let inFlight: InFlight | undefined;
   // Keys this run wrote, when the store held no string before it: a string whose key is not among them is new
   // without asking LevelDB (on a first run most lookups find nothing: 427k of 549k at 200k rows).
   const writtenKeys = store.heldStrings ? undefined : new KeyFilter();
@@ -135,9 +131,9 @@ export function dedupStrings(options: DedupOptions): Transform {
 
   /** The record of the string whose key words are at `at` in `words`, if the write in flight carries it. */
   const inFlightRecord = (words: Uint32Array, at: number): StringRecord | undefined => {
-    for (let w = inFlight?.written.get(mapKey(words, at)); w; w = w.next)
-      if (w.w0 === words[at] && w.w1 === words[at + 1] && w.w2 === words[at + 2] && w.w3 === words[at + 3]) return (w.record ??= decodeRecord(w.value));
-    return undefined;
+    if (!inFlight) return undefined;
+    const w = inFlight.index.get(words, at);
+    return w < 0 ? undefined : (inFlight.records[w] ??= decodeRecord(inFlight.writes.values[w]!));
   };
 
   const processBatch = async (batch: DistinctBatch): Promise<void> => {
@@ -226,11 +222,12 @@ export function dedupStrings(options: DedupOptions): Transform {
 
     // New strings' records now, with their counts; they stay visible to the next batch until the write lands.
     const writes = new StringWrites();
-    const written = new Map<number, Written>();
+    const index = new KeyTable(misses.length + evicted.length);
+    const writtenRecords: (StringRecord | undefined)[] = [];
     const write = (key: Buffer, keyWords: Uint32Array, at: number, record: StringRecord | undefined, value: Buffer) => {
+      index.set(keyWords, at, writes.keys.length);
       writes.put(key, value);
-      const k = mapKey(keyWords, at);
-      written.set(k, { w0: keyWords[at]!, w1: keyWords[at + 1]!, w2: keyWords[at + 2]!, w3: keyWords[at + 3]!, record, value, next: written.get(k) });
+      writtenRecords.push(record);
     };
     for (let j = 0; j < misses.length; j++) {
       if (found[j]) continue;
@@ -246,7 +243,7 @@ export function dedupStrings(options: DedupOptions): Transform {
     // One write in flight at a time keeps writes in order.
     const previous = await landPrevious();
     if (previous.length) stage.push(previous);
-    inFlight = { write: store.writeStrings(writes, firstNewId, newJson), fresh, written };
+    inFlight = { write: store.writeStrings(writes, firstNewId, newJson), fresh, index, writes, records: writtenRecords };
   };
 
   /**
