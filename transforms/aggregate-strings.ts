@@ -1,11 +1,10 @@
-import CRC32 from 'crc-32';
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
 import { STRING_KEY_BYTES, writeStringKey } from '../src/store.js';
 import type { ExtractedBatch } from './extract-strings.js';
 
 /**
- * The distinct strings of one batch of rows, with their occurrences, store keys and CRC32s, in first-seen order. Flat
+ * The distinct strings of one batch of rows, with their occurrences and store keys, in first-seen order. Flat
  * typed arrays, so a batch crosses to the ingest worker as a few memory copies rather than an object per string.
  */
 export interface DistinctBatch {
@@ -19,7 +18,6 @@ export interface DistinctBatch {
   lines: Uint32Array;
   /** Store keys (see stringKey), STRING_KEY_BYTES each. */
   keys: Uint8Array;
-  crcs: Uint32Array;
 }
 
 /** Folds one batch's occurrences into its distinct strings: most repeats (roles, genres) end here. */
@@ -45,18 +43,14 @@ export function aggregateBatch(batch: ExtractedBatch): DistinctBatch {
   }
   const keys = new Uint8Array(texts.length * STRING_KEY_BYTES);
   const view = new DataView(keys.buffer);
-  const crcs = new Uint32Array(texts.length);
-  for (let i = 0; i < texts.length; i++) {
-    writeStringKey(texts[i]!, view, i * STRING_KEY_BYTES);
-    crcs[i] = CRC32.str(texts[i]!) >>> 0;
-  }
+  for (let i = 0; i < texts.length; i++) writeStringKey(texts[i]!, view, i * STRING_KEY_BYTES);
   const flat: number[] = [];
   for (const [k, n] of more) flat.push(Math.floor(k / 256), k % 256, n);
-  return { texts, firstField: Uint8Array.from(firstField), count: Uint32Array.from(count), more: flat, lines: Uint32Array.from(lines), keys, crcs };
+  return { texts, firstField: Uint8Array.from(firstField), count: Uint32Array.from(count), more: flat, lines: Uint32Array.from(lines), keys };
 }
 
 /**
- * Batches of extracted strings to their distinct strings with counts, store keys and CRC32s (on the main thread, which
+ * Batches of extracted strings to their distinct strings with counts and store keys (on the main thread, which
  * waits on the ingest worker otherwise: hashing here keeps the worker, the slower side, to the store work).
  */
 export function aggregateStrings(): Transform {

@@ -1,3 +1,4 @@
+import CRC32 from 'crc-32';
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
 import { addOccurrences, decodeRecord, encodeNewRecord, encodeRecord, keyFromWords, readKeyWords, STRING_KEY_BYTES, StringWrites, type StateStore, type StringRecord } from '../src/store.js';
@@ -200,7 +201,8 @@ export function dedupStrings(options: DedupOptions): Transform {
       counters.newStrings++;
       const json = JSON.stringify(text);
       newJson.push(json);
-      fresh.push({ id, crc: batch.crcs[i]!, field: embedFields[batch.firstField[i]!]!, text, json, line: batch.lines[i] || undefined });
+      // Its CRC32 for the custom id, made for new strings only: 1.8M of the 3.8M distinct strings batches held at 1M rows.
+      fresh.push({ id, crc: CRC32.str(text) >>> 0, field: embedFields[batch.firstField[i]!]!, text, json, line: batch.lines[i] || undefined });
     }
     /** Strings with counts not yet written that left the cache (their records, and their key words): written with this batch, after its counts. */
     const evicted: StringRecord[] = [];
