@@ -338,12 +338,15 @@ test('a work directory in another state layout is refused with a message saying 
   await assert.rejects(StateStore.open(dir), (err: Error & { code?: string }) => err.code === 'STATE_LAYOUT' && /state layout 1, this one reads 3\); use a new work directory/.test(err.message));
 });
 
-test('countTokens: exact where the limit could be passed (-1 past it), one in N sampled exactly, the rest estimated', async () => {
+test('countTokens: exact where the limit could be passed (-1 past it), the first of a field and then one in N sampled exactly, the rest estimated', async () => {
   // Limit 40: texts of up to 13 UTF-16 units cannot pass it; longer ones are always counted exactly.
   const texts = ['Schubert, Franz', 'plumless', '<|endoftext|> is text here', 'word '.repeat(50), ...Array.from({ length: 300 }, (_, i) => `name ${i} Ås`)];
-  const batches: NewString[][] = [];
-  for (let i = 0; i < texts.length; i += 7) batches.push(texts.slice(i, i + 7).map((text, j) => ({ id: i + j, crc: 0, field: 'f', text, line: 1 })));
-  const out = (await run<NewString[]>(batches, countTokens({ limit: 40, sampleEvery: 4 }))).flat();
+  const batches = () => {
+    const out: NewString[][] = [];
+    for (let i = 0; i < texts.length; i += 7) out.push(texts.slice(i, i + 7).map((text, j) => ({ id: i + j, crc: 0, field: 'f', text, line: 1 })));
+    return out;
+  };
+  const out = (await run<NewString[]>(batches(), countTokens({ limit: 40, sampleEvery: 4, exactFirst: 1 }))).flat();
   assert.deepEqual(out.map((s) => s.id), texts.map((_, i) => i));
   let exactTotal = 0;
   let total = 0;
@@ -363,6 +366,11 @@ test('countTokens: exact where the limit could be passed (-1 past it), one in N 
   // 299 short texts, the first counted, the others one in 4 at random: ~224 estimated (sd 7.5; bounds at 5 sd).
   assert.ok(estimated > 185 && estimated < 262, `${estimated} estimated`);
   assert.ok(Math.abs(total - exactTotal) / exactTotal < 0.05, `estimated total ${total} against exact ${exactTotal}`);
+  // Sampling starts after the first 100 strings of the field, which are all counted exactly.
+  const warm = (await run<NewString[]>(batches(), countTokens({ limit: 40, sampleEvery: 4, exactFirst: 100 }))).flat();
+  assert.ok(!warm.slice(4, 100).some((s) => s.estimated), 'the first 100 exact');
+  const later = warm.slice(100).filter((s) => s.estimated).length;
+  assert.ok(later > 135 && later < 206, `${later} of the last 204 estimated (~153, sd 6.2)`);
 });
 
 test('guardTokens: skip records the reason; truncate keeps whole characters within the limit', async () => {
