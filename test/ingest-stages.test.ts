@@ -195,19 +195,25 @@ test('dedupStrings: counts of strings that recur across batches are right whethe
       counts[field] = (counts[field] ?? 0) + 1;
       expected.set(text, counts);
     });
-  // Caches of 1, 2 and 4 slots make strings take each other's slots all the time; 1,024 keeps nearly all of them.
+  // Caches of 1, 2 and 4 slots make strings take each other's slots all the time; 1,024 keeps nearly all of them. With
+  // 'title' as the 30th of 30 embed fields, a title's record is too long for a cache slot's bytes and stays an object.
+  const fillers = Array.from({ length: 28 }, (_, i) => `unused ${i}`);
+  for (const [embedFields, asBatches] of [
+    [['person', 'title'], batches],
+    [['person', ...fillers, 'title'], batches.map((b) => ({ ...b, fields: b.fields.map((f) => (f === 1 ? 29 : 0)) }))],
+  ] as const)
   for (const cacheSize of [1, 2, 4, 16, 1024]) {
     const dir = tempDir(t);
     const store = await StateStore.open(dir);
     const counters = newCounters();
     const run_ = await store.beginRun('src');
-    const fresh = (await run<NewString[]>(batches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: ['person', 'title'], counters, cacheSize }))).flat();
+    const fresh = (await run<NewString[]>(asBatches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: [...embedFields], counters, cacheSize }))).flat();
     await store.commit(store.committedId + fresh.length, null, []);
     await store.finishRun(run_);
     assert.equal(fresh.length, expected.size);
     assert.deepEqual([counters.distinct, counters.newStrings, counters.known], [expected.size, expected.size, 0]);
     const stored = await store.readStrings(fresh.map((s) => s.id));
-    for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}`);
+    for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}, ${embedFields.length} fields`);
     await store.close();
   }
 });

@@ -36,6 +36,11 @@ interface InFlight {
  * 20% less wall time (BENCHMARKS.md, seventh session). A fixed size, so memory stays the same however long the input.
  */
 const DEFAULT_CACHE = 262_144;
+/**
+ * Bytes of a cache slot's record: a length byte and up to 31 bytes of encodeRecord's varints, enough for a source's
+ * counts in 6 fields of this run and the last, in most cases (longer records stay objects).
+ */
+const SLOT_RECORD_BYTES = 32;
 /** Cached records written per batch when the cache is flushed at the end. */
 const FLUSH_BATCH = 8192;
 
@@ -67,8 +72,16 @@ export function dedupStrings(options: DedupOptions): Transform {
   const source = store.sourceId(options.source);
   const fieldIds = embedFields.map((name) => store.fieldId(name));
   let nextId = store.committedId;
-  /** Every cached record has occurrences to write: counted in it, or still in the slot's counts below. */
-  const cache = new Array<StringRecord | undefined>(slotMask + 1).fill(undefined);
+  const slots = slotMask + 1;
+  /** 1: the slot holds a string, whose record has occurrences to write (counted in it, or in the slot's counts below). */
+  const held = new Uint8Array(slots);
+  /**
+   * The slots' records as encodeRecord gives them, a length byte and then the bytes: no objects per cached string
+   * (262k records as objects took ~150 MB more anonymous memory, growing until the cache was full, past 1M rows).
+   */
+  const recordBytes = new Uint8Array(slots * SLOT_RECORD_BYTES);
+  /** Records that do not fit in their slot's bytes, and those that came in with the batch in hand (packed after its counts). */
+  const recordObjects = new Map<number, StringRecord>();
   /**
    * Per slot, `stride` numbers: the key words (see readKeyWords) of its string, then its occurrences per embed field
    * not yet added to its record. A string found in the cache is counted here, next to the words just compared, and
@@ -87,17 +100,36 @@ export function dedupStrings(options: DedupOptions): Transform {
   const countInSlot = (slot: number, field: number, n: number) => {
     const at = slot * stride + 4 + field;
     // Past 2^32 - 1 the counts so far go into the record first.
-    if (slotData[at]! + n > 0xffffffff) addSlotCounts(slot);
+    if (slotData[at]! + n > 0xffffffff) recordObjects.set(slot, slotRecord(slot));
     slotData[at] = slotData[at]! + n;
   };
-  /** The slot's counts into its record (before the record is written). */
-  const addSlotCounts = (slot: number) => {
-    const record = cache[slot]!;
+  /** The slot's record with the slot's counts added (and cleared). */
+  const slotRecord = (slot: number): StringRecord => {
+    const base = slot * SLOT_RECORD_BYTES;
+    const record = recordObjects.get(slot) ?? decodeRecord(Buffer.from(recordBytes.buffer, base + 1, recordBytes[base]!));
     for (let f = 0, at = slot * stride + 4; f < embedFields.length; f++, at++) {
       if (!slotData[at]) continue;
       addOccurrences(store, record, source, run, fieldIds[f]!, slotData[at]!);
       slotData[at] = 0;
     }
+    return record;
+  };
+  /** Empties the slot, returning its record with all its counts. */
+  const takeRecord = (slot: number): StringRecord => {
+    const record = slotRecord(slot);
+    recordObjects.delete(slot);
+    held[slot] = 0;
+    return record;
+  };
+  /** Moves the slot's record into its bytes, if it is an object that fits. */
+  const packRecord = (slot: number) => {
+    const record = recordObjects.get(slot);
+    if (!record) return;
+    const bytes = encodeRecord(record);
+    if (bytes.length >= SLOT_RECORD_BYTES) return;
+    recordBytes[slot * SLOT_RECORD_BYTES] = bytes.length;
+    recordBytes.set(bytes, slot * SLOT_RECORD_BYTES + 1);
+    recordObjects.delete(slot);
   };
   /** The slot holding the string whose key words are at `at` in `words`, or -1. Words first: most strings are not cached. */
   const cachedSlot = (words: Uint32Array, at: number) => {
@@ -110,8 +142,8 @@ export function dedupStrings(options: DedupOptions): Transform {
   const admissionSlot = (words: Uint32Array, at: number) => {
     const a = firstSlot(words, at);
     const b = secondSlot(words, at);
-    if (!cache[a]) return a;
-    if (!cache[b]) return b;
+    if (!held[a]) return a;
+    if (!held[b]) return b;
     if (!used[a]) return a;
     if (!used[b]) return b;
     used[b] = 0; // b kept its place once: it must be found again to keep it next time
@@ -208,20 +240,22 @@ export function dedupStrings(options: DedupOptions): Transform {
     /** Strings with counts not yet written that left the cache (their records, and their key words): written with this batch, after its counts. */
     const evicted: StringRecord[] = [];
     const evictedWords = new Uint32Array(admitted.length * 4);
-    for (const i of admitted) {
-      const slot = admissionSlot(words, i * 4);
-      const previous = cache[slot];
-      if (previous) {
-        addSlotCounts(slot);
+    const admittedSlots = new Int32Array(admitted.length);
+    admitted.forEach((i, a) => {
+      const slot = (admittedSlots[a] = admissionSlot(words, i * 4));
+      if (held[slot]) {
         evictedWords.set(slotData.subarray(slot * stride, slot * stride + 4), evicted.length * 4);
-        evicted.push(previous);
+        evicted.push(takeRecord(slot));
       }
-      cache[slot] = records[i];
+      held[slot] = 1;
+      recordObjects.set(slot, records[i]!);
       slotData.set(words.subarray(i * 4, i * 4 + 4), slot * stride);
       used[slot] = 0;
-    }
+    });
     for (let i = 0; i < n; i++) if (newIds[i]! < 0 && hits[i]! < 0) addOccurrences(store, records[i]!, source, run, fieldIds[batch.firstField[i]!]!, batch.count[i]!);
     for (let m = 0; m < batch.more.length; m += 3) if (hits[batch.more[m]!]! < 0) addOccurrences(store, records[batch.more[m]!]!, source, run, fieldIds[batch.more[m + 1]!]!, batch.more[m + 2]!);
+    // The records that came in have this batch's counts now: into their slots' bytes.
+    for (const slot of admittedSlots) packRecord(slot);
 
     // New strings' records now, with their counts; they stay visible to the next batch until the write lands.
     const writes = new StringWrites();
@@ -278,8 +312,7 @@ export function dedupStrings(options: DedupOptions): Transform {
   const flushCache = async (): Promise<void> => {
     let writes = new StringWrites();
     for (const slot of slotsInKeyOrder()) {
-      const record = cache[slot]!;
-      addSlotCounts(slot);
+      const record = takeRecord(slot);
       writes.put(keyFromWords(slotData, slot * stride), encodeRecord(record));
       if (writes.keys.length >= FLUSH_BATCH) {
         await store.writeStrings(writes, nextId, []);
@@ -287,20 +320,19 @@ export function dedupStrings(options: DedupOptions): Transform {
       }
     }
     await store.writeStrings(writes, nextId, []);
-    cache.fill(undefined);
   };
 
   /** The occupied cache slots, ordered by the first 32 bits of their keys (the hash's first 4 bytes, big-endian). */
   const slotsInKeyOrder = (): Float64Array => {
-    const order = new Float64Array(cache.length);
+    const order = new Float64Array(slots);
     let n = 0;
-    for (let slot = 0; slot < cache.length; slot++) {
-      if (!cache[slot]) continue;
+    for (let slot = 0; slot < slots; slot++) {
+      if (!held[slot]) continue;
       const w = slotData[slot * stride]!;
       const first32 = ((w & 0xff) * 0x1000000 + ((w >>> 8) & 0xff) * 0x10000 + ((w >>> 16) & 0xff) * 0x100 + (w >>> 24));
-      order[n++] = first32 * cache.length + slot; // below 2^53 up to 2^21 slots
+      order[n++] = first32 * slots + slot; // below 2^53 up to 2^21 slots
     }
-    return order.subarray(0, n).sort().map((x) => x % cache.length);
+    return order.subarray(0, n).sort().map((x) => x % slots);
   };
 
   const stage = new Transform({
