@@ -109,10 +109,9 @@ export const configSchema = z
     over_long_inputs: z.enum(['skip', 'truncate']).default('skip'),
     max_file_bytes: z.number().int().min(1024).max(209_715_200).default(200_000_000),
     input: inputSchema.default(() => inputSchema.parse({})),
-    // LevelDB maps up to this many of its table files into memory; fewer caps the state store's share of RSS (the
-    // mapped pages) at the cost of speed (BENCHMARKS.md: at 64, a 1M-row prepare about as fast, a 4M-row one 1.10x,
-    // mapped pages 118 -> 153 MB from 1M to 4M rows against 120 -> 323 MB by default).
-    state_max_open_files: z.number().int().min(16).max(100_000).default(1000),
+    // LevelDB maps up to this many of its table files into memory: fewer caps the state store's share of RSS (the
+    // mapped pages) but slows random reads (4.2x at 64 on a 4M-row store). null: see maxOpenFilesFor in store.ts.
+    state_max_open_files: z.number().int().min(16).max(100_000).nullable().default(null),
 
     // OpenAI and the batch lifecycle.
     openai_base_url: z.string().url().nullable().default(null),

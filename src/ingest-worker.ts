@@ -19,7 +19,7 @@ import { guardTokens } from '../transforms/guard-tokens.js';
 import { cleanRequestDir, writeRequestFiles } from '../transforms/write-request-files.js';
 import type { Config } from './config.js';
 import { EmbatchError } from './errors.js';
-import { StateStore } from './store.js';
+import { maxOpenFilesFor, StateStore } from './store.js';
 import { newCounters, type IngestCounters } from './types.js';
 import { workPaths } from './workdir.js';
 
@@ -60,7 +60,12 @@ async function main(): Promise<void> {
   const paths = workPaths(config.work_dir);
   let store: StateStore | undefined;
   try {
-    store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
+    store = await StateStore.open(config.work_dir, { maxOpenFiles: maxOpenFilesFor(config.state_max_open_files, false) });
+    if (!store.heldStrings && maxOpenFilesFor(config.state_max_open_files, true) !== maxOpenFilesFor(config.state_max_open_files, false)) {
+      // Filling an empty store: opened again with fewer table files (opening one that holds no strings costs little).
+      await store.close();
+      store = await StateStore.open(config.work_dir, { maxOpenFiles: maxOpenFilesFor(config.state_max_open_files, true) });
+    }
     const firstSeq = store.nextSeq;
     await cleanRequestDir(paths.requests, store.nextSeq);
     const run = await store.beginRun(source);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
+import { maxOpenFilesFor } from '../src/store.js';
 import { fixture, runCli, tempDir } from './helpers.js';
 
 const noEnv = {};
@@ -72,6 +73,14 @@ test('a bad value names the key and what is wrong', (t) => {
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { model: 'text-embedding-ada-002', dimensions: 256 } }), /dimensions: is not supported/);
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { 'input.header': false } }), /input\.columns: is required/);
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { state_max_open_files: 8 } }), /state_max_open_files/);
+});
+
+test('state_max_open_files: automatic by default (few table files while a first prepare fills the store), or as set', (t) => {
+  assert.equal(loadConfig({ cwd: tempDir(t), env: noEnv }).config.state_max_open_files, null);
+  assert.equal(loadConfig({ cwd: tempDir(t), env: noEnv, flags: { state_max_open_files: 200 } }).config.state_max_open_files, 200);
+  assert.equal(maxOpenFilesFor(null, true), 64);
+  assert.equal(maxOpenFilesFor(null, false), 1000);
+  assert.equal(maxOpenFilesFor(200, true), 200, 'a value set is used as it is');
 });
 
 test('a missing --config file and broken YAML are usage errors', (t) => {
