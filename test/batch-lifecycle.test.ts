@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import OpenAI from 'openai';
+import { writeCatalog } from '../bench/gen-catalog.js';
 import { startSimulator, type SimulatorOptions } from '../src/simulator/server.js';
 import { fixture, requestLines, runCli, tempDir } from './helpers.js';
 
@@ -56,7 +57,7 @@ test('prepare, submit, status, download: every string comes back, with live coun
   const { work, json, client } = await setup(t, { engine: { linesPerSecond: 40 } });
   const prepared = await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=50']);
   const exactTokens = requestLines(work).reduce((n, l) => n + countTokens(l.body.input, { disallowedSpecial: new Set() }), 0);
-  assert.ok(prepared.estimatedTokens > 0, 'prepare estimates most token counts');
+  assert.equal(prepared.estimatedTokens, 0, 'a small input is counted exactly (see the next test for estimates)');
   const sub = await json(['submit']);
   assert.equal(sub.submitted, 2);
   const batches = await allBatches(client);
@@ -84,6 +85,22 @@ test('prepare, submit, status, download: every string comes back, with live coun
   const after = await json(['status']);
   assert.equal(after.totals.downloaded, 2);
   assert.match(after.next, /done/);
+});
+
+test('submit counts exactly the tokens of a file prepare estimated in part', async (t) => {
+  const { work, json } = await setup(t);
+  // 1,500 rows: past the first 1,000 titles, prepare counts one in 64 exactly and estimates the rest.
+  const csv = path.join(tempDir(t), 'catalog.csv');
+  const out = createWriteStream(csv);
+  await writeCatalog(out, 1500);
+  await new Promise<void>((resolve) => out.end(resolve));
+  const prepared = await json(['prepare', csv, '--embed-fields', 'title']);
+  assert.ok(prepared.estimatedTokens > 0, `${prepared.estimatedTokens} tokens estimated`);
+  const exactTokens = requestLines(work).reduce((n, l) => n + countTokens(l.body.input, { disallowedSpecial: new Set() }), 0);
+  assert.notEqual(prepared.tokens, exactTokens, 'the estimate is not the exact count');
+  await json(['submit']);
+  const report = await json(['status']);
+  assert.equal(report.totals.tokens, exactTokens, 'submit counted the file exactly before enqueueing it');
 });
 
 test('a queue limit is hit and recovered: the batch goes back to the queue, not to the failures', async (t) => {
