@@ -124,8 +124,11 @@ test('extractStrings: configured fields only, null tokens skipped, text kept byt
   assert.deepEqual(out!.lines, [2, 3]);
   assert.equal(counters.rows, 2);
   assert.equal(counters.skipped.null_value, 2);
-  const [nfc] = await run<ExtractedBatch>([[header, ...rows]], extractStrings({ ...base, counters: newCounters(), normalize: 'NFC', trim: true }));
-  assert.equal(nfc!.texts[0], 'Dvořák');
+  const trimmed = newCounters();
+  const blank = Object.assign(['3', '   ', ' NaN ', 'z'], { line: 4 });
+  const [nfc] = await run<ExtractedBatch>([[header, ...rows, blank]], extractStrings({ ...base, counters: trimmed, normalize: 'NFC', trim: true }));
+  assert.deepEqual(nfc!.texts, ['Dvořák', 'Rusalka']);
+  assert.deepEqual([trimmed.skipped.empty, trimmed.skipped.null_value], [1, 3], 'trimmed to nothing: empty; trimmed to a null token: null');
 });
 
 test('extractStrings: a configured column missing from the header is a usage error naming it', async () => {

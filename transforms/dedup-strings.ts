@@ -32,8 +32,8 @@ interface InFlight {
 
 /**
  * Strings whose counts are kept in memory between batches. At 1M catalog rows (130k recurring names, 200k recurring
- * titles) 262,144 slots write 0.55M records fewer than 32,768 and read as many fewer, for ~36 MB more peak RSS:
- * 20% less wall time (BENCHMARKS.md, seventh session). A fixed size, so memory stays the same however long the input.
+ * titles) 262,144 slots rewrite 0.19M records where 32,768 rewrote 1.0M, and read 0.6M fewer: ~20% less wall time
+ * (BENCHMARKS.md, seventh session). ~19 MB of typed arrays, a fixed size however long the input.
  */
 const DEFAULT_CACHE = 262_144;
 /**
@@ -58,8 +58,8 @@ const FLUSH_BATCH = 8192;
  * in, or else the first; the string it puts out has its counts written with the batch. The second choice keeps strings
  * that recur (found again) over those met twice only. An array slot costs a fraction of a Map lookup plus the
  * reordering least-recently-used needs (those took ~0.3 s of the worker's time at 200k rows). Strings are told apart
- * by the 128-bit hash of their store key, as
- * the store tells them apart, kept as four 32-bit words: comparing and hashing texts cost the worker ~12% of its time.
+ * by the 128-bit hash of their store key, as the store tells them apart, kept as four 32-bit words: comparing and
+ * hashing texts cost the worker ~12% of its time.
  *
  * The write of batch N overlaps the lookup and work of batch N+1. Batch N's written records stay in an overlay until
  * their write lands, so N+1 sees them; and batch N's new strings go downstream only after their write landed, so no
@@ -88,9 +88,9 @@ export function dedupStrings(options: DedupOptions): Transform {
    * its record is not touched until it leaves the cache (following a record's objects cost ~1.7 s at 1M rows).
    */
   const stride = 4 + embedFields.length;
-  const slotData = new Uint32Array((slotMask + 1) * stride);
+  const slotData = new Uint32Array(slots * stride);
   /** 1: the slot's string was found in the cache since it came in. */
-  const used = new Uint8Array(slotMask + 1);
+  const used = new Uint8Array(slots);
   const firstSlot = (words: Uint32Array, at: number) => words[at]! & slotMask;
   const secondSlot = (words: Uint32Array, at: number) => words[at + 1]! & slotMask;
   const holds = (slot: number, words: Uint32Array, at: number) => {

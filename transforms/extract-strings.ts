@@ -60,10 +60,17 @@ export function extractStrings(options: ExtractOptions): Transform {
             countSkip(counters, 'null_value');
             continue;
           }
-          if (options.trim) value = value.trim();
-          if (form) value = value.normalize(form);
-          if (value === '' || nulls.has(value)) {
-            countSkip(counters, value === '' ? 'empty' : 'null_value');
+          if (options.trim || form) {
+            if (options.trim) value = value.trim();
+            if (form) value = value.normalize(form);
+            // Trimmed to nothing: counted as empty (below), not as the null token ''.
+            if (value !== '' && nulls.has(value)) {
+              countSkip(counters, 'null_value');
+              continue;
+            }
+          }
+          if (value === '') {
+            countSkip(counters, 'empty');
             continue;
           }
           counters.stringsSeen++;
