@@ -60,11 +60,13 @@ async function main(): Promise<void> {
   const paths = workPaths(config.work_dir);
   let store: StateStore | undefined;
   try {
-    store = await StateStore.open(config.work_dir, { maxOpenFiles: maxOpenFilesFor(config.state_max_open_files, false) });
-    if (!store.heldStrings && maxOpenFilesFor(config.state_max_open_files, true) !== maxOpenFilesFor(config.state_max_open_files, false)) {
+    const reading = maxOpenFilesFor(config.state_max_open_files, false);
+    const filling = maxOpenFilesFor(config.state_max_open_files, true);
+    store = await StateStore.open(config.work_dir, { maxOpenFiles: reading });
+    if (!store.heldStrings && filling !== reading) {
       // Filling an empty store: opened again with fewer table files (opening one that holds no strings costs little).
       await store.close();
-      store = await StateStore.open(config.work_dir, { maxOpenFiles: maxOpenFilesFor(config.state_max_open_files, true) });
+      store = await StateStore.open(config.work_dir, { maxOpenFiles: filling });
     }
     const firstSeq = store.nextSeq;
     await cleanRequestDir(paths.requests, store.nextSeq);

@@ -430,8 +430,8 @@ export class StateStore {
   /**
    * Writes string records (already encoded) in one atomic write, with the texts of the new strings `firstNewId` on as
    * one chunk (each text as JSON.stringify gives it: the caller has it escaped for request lines too): a dead run's
-   * uncommitted strings are found through it. The texts go to the text log first, with a
-   * synchronous write, so the pointer to them never lands without them (a killed process keeps what it wrote).
+   * uncommitted strings are found through it. The texts go to the text log first, with a synchronous write, so the
+   * pointer to them never lands without them (a killed process keeps what it wrote).
    *
    * The records go to classic-level's native batch as they are (its chained batch's `_put`): they are already the
    * bytes stored, and the public `put`/`batch` copy, validate and re-encode every operation, which measured 10x the
