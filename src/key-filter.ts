@@ -48,6 +48,11 @@ export class KeyFilter {
   }
 }
 
+/** Whether the key words (see readKeyWords) at `at` in `a` and at `bt` in `b` are the same key. */
+export function sameKeyWords(a: Uint32Array, at: number, b: Uint32Array, bt: number): boolean {
+  return a[at] === b[bt] && a[at + 1] === b[bt + 1] && a[at + 2] === b[bt + 2] && a[at + 3] === b[bt + 3];
+}
+
 /**
  * Keys, given as their hash words (see readKeyWords), to small numbers (the index of each key's entry elsewhere), for
  * the few thousand keys of one batch: open addressing over typed arrays, so no object or Map entry per key (the Map
@@ -84,16 +89,7 @@ export class KeyTable {
 
   /** The key's slot, or the empty slot where it would go. */
   #find(keyWords: Uint32Array, at: number): number {
-    const words = this.#words;
-    const entries = this.#entries;
-    const w0 = keyWords[at]!;
-    const w1 = keyWords[at + 1]!;
-    const w2 = keyWords[at + 2]!;
-    const w3 = keyWords[at + 3]!;
-    for (let slot = w0 & this.#mask; ; slot = (slot + 1) & this.#mask) {
-      if (entries[slot] === -1) return slot;
-      const c = slot * 4;
-      if (words[c] === w0 && words[c + 1] === w1 && words[c + 2] === w2 && words[c + 3] === w3) return slot;
-    }
+    for (let slot = keyWords[at]! & this.#mask; ; slot = (slot + 1) & this.#mask)
+      if (this.#entries[slot] === -1 || sameKeyWords(this.#words, slot * 4, keyWords, at)) return slot;
   }
 }

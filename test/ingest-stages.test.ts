@@ -50,6 +50,8 @@ test('decodeText: UTF-8 split across chunks at every position passes on whole ch
     assert.equal(Buffer.concat(out).toString(), text, `chunk size ${size}`);
   }
   assert.deepEqual(await run<Buffer>(chunks(Buffer.from([0xef, 0xbb, 0xbf]), 1), decodeText('x.csv', 'utf-8')), [], 'a BOM alone');
+  assert.deepEqual(await run<Buffer>([Buffer.alloc(0)], decodeText('x.csv', 'utf-8')), [], 'an empty chunk is no cut character');
+  assert.equal(Buffer.concat(await run<Buffer>([Buffer.alloc(0), Buffer.from('a,b\n'), Buffer.alloc(0)], decodeText('x.csv', 'utf-8'))).toString(), 'a,b\n');
   await assert.rejects(run([Buffer.from([0xef, 0xbb]), Buffer.from('x')], decodeText('x.csv', 'utf-8')), /not valid utf-8 near byte offset 2/, 'a BOM\'s start, then not its end');
 });
 

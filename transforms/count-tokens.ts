@@ -26,7 +26,8 @@ export interface CountTokensOptions {
 export function countTokens(options: CountTokensOptions): Transform {
   const { limit } = options;
   const every = options.sampleEvery ?? 64;
-  const exactFirst = options.exactFirst ?? 1000;
+  // At least one exact count per field before any estimate: the estimate divides by the bytes counted.
+  const exactFirst = Math.max(1, options.exactFirst ?? 1000);
   /** Exact tokens and bytes sampled, per field: fields differ in tokens per byte, and their mix drifts over a file. */
   const sampled = new Map<string, { strings: number; tokens: number; bytes: number }>();
   return new Transform({
@@ -41,7 +42,7 @@ export function countTokens(options: CountTokensOptions): Transform {
         // At random, not every n-th: strings arrive in a rhythm of fields that a fixed stride could lock onto.
         let sample = sampled.get(s.field);
         if (!sample) sampled.set(s.field, (sample = { strings: 0, tokens: 0, bytes: 0 }));
-        if (sample.strings < exactFirst || !sample.bytes || Math.random() * every < 1) {
+        if (sample.strings < exactFirst || Math.random() * every < 1) {
           s.tokens = countWithin(s.text, limit);
           sample.strings++;
           sample.tokens += s.tokens;

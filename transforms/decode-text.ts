@@ -35,6 +35,7 @@ export function decodeText(file: string, encoding: string): Transform {
     return new Transform({
       decodeStrings: true,
       transform(chunk: Buffer, _enc, callback) {
+        if (!chunk.length) return callback();
         let bytes = carry ? Buffer.concat([carry, chunk]) : chunk;
         carry = undefined;
         if (atStart) {

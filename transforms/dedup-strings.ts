@@ -2,7 +2,7 @@ import CRC32 from 'crc-32';
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
 import { addOccurrences, decodeRecord, encodeNewRecord, encodeRecord, keyFromWords, readKeyWords, STRING_KEY_BYTES, StringWrites, type StateStore, type StringRecord } from '../src/store.js';
-import { KeyFilter, KeyTable } from '../src/key-filter.js';
+import { KeyFilter, KeyTable, sameKeyWords } from '../src/key-filter.js';
 import type { IngestCounters, NewString } from '../src/types.js';
 import type { DistinctBatch } from './aggregate-strings.js';
 
@@ -41,6 +41,8 @@ const DEFAULT_CACHE = 262_144;
  * counts in 6 fields of this run and the last, in most cases (longer records stay objects).
  */
 const SLOT_RECORD_BYTES = 32;
+/** A slot's length byte when its record is an object (lengths are below SLOT_RECORD_BYTES). */
+const IN_OBJECTS = 0xff;
 /** Cached records written per batch when the cache is flushed at the end. */
 const FLUSH_BATCH = 8192;
 
@@ -73,15 +75,20 @@ export function dedupStrings(options: DedupOptions): Transform {
   const fieldIds = embedFields.map((name) => store.fieldId(name));
   let nextId = store.committedId;
   const slots = slotMask + 1;
-  /** 1: the slot holds a string, whose record has occurrences to write (counted in it, or in the slot's counts below). */
-  const held = new Uint8Array(slots);
   /**
    * The slots' records as encodeRecord gives them, a length byte and then the bytes: no objects per cached string
-   * (262k records as objects took ~150 MB more anonymous memory, growing until the cache was full, past 1M rows).
+   * (262k records as objects took ~230 MB more anonymous memory, growing until the cache was full, past 1M rows). A
+   * length of 0 is an empty slot, IN_OBJECTS a record in `recordObjects`. Every cached record has occurrences to
+   * write: counted in it, or in the slot's counts below.
    */
   const recordBytes = new Uint8Array(slots * SLOT_RECORD_BYTES);
   /** Records that do not fit in their slot's bytes, and those that came in with the batch in hand (packed after its counts). */
   const recordObjects = new Map<number, StringRecord>();
+  const isEmpty = (slot: number) => recordBytes[slot * SLOT_RECORD_BYTES] === 0;
+  const holdObject = (slot: number, record: StringRecord) => {
+    recordObjects.set(slot, record);
+    recordBytes[slot * SLOT_RECORD_BYTES] = IN_OBJECTS;
+  };
   /**
    * Per slot, `stride` numbers: the key words (see readKeyWords) of its string, then its occurrences per embed field
    * not yet added to its record. A string found in the cache is counted here, next to the words just compared, and
@@ -93,20 +100,17 @@ export function dedupStrings(options: DedupOptions): Transform {
   const used = new Uint8Array(slots);
   const firstSlot = (words: Uint32Array, at: number) => words[at]! & slotMask;
   const secondSlot = (words: Uint32Array, at: number) => words[at + 1]! & slotMask;
-  const holds = (slot: number, words: Uint32Array, at: number) => {
-    const c = slot * stride;
-    return slotData[c] === words[at] && slotData[c + 1] === words[at + 1] && slotData[c + 2] === words[at + 2] && slotData[c + 3] === words[at + 3];
-  };
+  const holds = (slot: number, words: Uint32Array, at: number) => sameKeyWords(slotData, slot * stride, words, at);
   const countInSlot = (slot: number, field: number, n: number) => {
     const at = slot * stride + 4 + field;
     // Past 2^32 - 1 the counts so far go into the record first.
-    if (slotData[at]! + n > 0xffffffff) recordObjects.set(slot, slotRecord(slot));
+    if (slotData[at]! + n > 0xffffffff) holdObject(slot, slotRecord(slot));
     slotData[at] = slotData[at]! + n;
   };
   /** The slot's record with the slot's counts added (and cleared). */
   const slotRecord = (slot: number): StringRecord => {
     const base = slot * SLOT_RECORD_BYTES;
-    const record = recordObjects.get(slot) ?? decodeRecord(Buffer.from(recordBytes.buffer, base + 1, recordBytes[base]!));
+    const record = recordBytes[base] === IN_OBJECTS ? recordObjects.get(slot)! : decodeRecord(Buffer.from(recordBytes.buffer, base + 1, recordBytes[base]!));
     for (let f = 0, at = slot * stride + 4; f < embedFields.length; f++, at++) {
       if (!slotData[at]) continue;
       addOccurrences(store, record, source, run, fieldIds[f]!, slotData[at]!);
@@ -118,14 +122,13 @@ export function dedupStrings(options: DedupOptions): Transform {
   const takeRecord = (slot: number): StringRecord => {
     const record = slotRecord(slot);
     recordObjects.delete(slot);
-    held[slot] = 0;
+    recordBytes[slot * SLOT_RECORD_BYTES] = 0;
     return record;
   };
   /** Moves the slot's record into its bytes, if it is an object that fits. */
   const packRecord = (slot: number) => {
-    const record = recordObjects.get(slot);
-    if (!record) return;
-    const bytes = encodeRecord(record);
+    if (recordBytes[slot * SLOT_RECORD_BYTES] !== IN_OBJECTS) return;
+    const bytes = encodeRecord(recordObjects.get(slot)!);
     if (bytes.length >= SLOT_RECORD_BYTES) return;
     recordBytes[slot * SLOT_RECORD_BYTES] = bytes.length;
     recordBytes.set(bytes, slot * SLOT_RECORD_BYTES + 1);
@@ -142,8 +145,8 @@ export function dedupStrings(options: DedupOptions): Transform {
   const admissionSlot = (words: Uint32Array, at: number) => {
     const a = firstSlot(words, at);
     const b = secondSlot(words, at);
-    if (!held[a]) return a;
-    if (!held[b]) return b;
+    if (isEmpty(a)) return a;
+    if (isEmpty(b)) return b;
     if (!used[a]) return a;
     if (!used[b]) return b;
     used[b] = 0; // b kept its place once: it must be found again to keep it next time
@@ -243,12 +246,11 @@ export function dedupStrings(options: DedupOptions): Transform {
     const admittedSlots = new Int32Array(admitted.length);
     admitted.forEach((i, a) => {
       const slot = (admittedSlots[a] = admissionSlot(words, i * 4));
-      if (held[slot]) {
+      if (!isEmpty(slot)) {
         evictedWords.set(slotData.subarray(slot * stride, slot * stride + 4), evicted.length * 4);
         evicted.push(takeRecord(slot));
       }
-      held[slot] = 1;
-      recordObjects.set(slot, records[i]!);
+      holdObject(slot, records[i]!);
       slotData.set(words.subarray(i * 4, i * 4 + 4), slot * stride);
       used[slot] = 0;
     });
@@ -327,7 +329,7 @@ export function dedupStrings(options: DedupOptions): Transform {
     const order = new Float64Array(slots);
     let n = 0;
     for (let slot = 0; slot < slots; slot++) {
-      if (!held[slot]) continue;
+      if (isEmpty(slot)) continue;
       const w = slotData[slot * stride]!;
       const first32 = ((w & 0xff) * 0x1000000 + ((w >>> 8) & 0xff) * 0x10000 + ((w >>> 16) & 0xff) * 0x100 + (w >>> 24));
       order[n++] = first32 * slots + slot; // below 2^53 up to 2^21 slots
