@@ -381,7 +381,7 @@ test('countTokens: exact where the limit could be passed (-1 past it), the first
   const warm = (await run<NewString[]>(batches(), countTokens({ limit: 40, sampleEvery: 4, exactFirst: 100 }))).flat();
   assert.ok(!warm.slice(4, 100).some((s) => s.estimated), 'the first 100 exact');
   const later = warm.slice(100).filter((s) => s.estimated).length;
-  assert.ok(later > 135 && later < 206, `${later} of the last 204 estimated (~153, sd 6.2)`);
+  assert.ok(later > 122 && later < 184, `${later} of the last 204 estimated (~153, sd 6.2; bounds at 5 sd)`);
 });
 
 test('guardTokens: skip records the reason; truncate keeps whole characters within the limit', async () => {
