@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import split2 from 'split2';
 import { decodeLine } from '../transforms/decode-results.js';
-import { customId, parseCustomId, requestLineBuilder, type RequestItem } from '../transforms/format-requests.js';
+import { parseCustomId, RequestLineFormat, type RequestBatch } from '../transforms/format-requests.js';
 import { parseResults, type ParsedLine } from '../transforms/parse-results.js';
 import { writeRequestFiles } from '../transforms/write-request-files.js';
 import type { Config } from './config.js';
@@ -23,7 +23,7 @@ import { estimateCost } from './models.js';
 import { apiError, type Api } from './openai.js';
 import type { FailureRecord, JobRecord, RequestFile, StateStore } from './store.js';
 import { countWithin } from './tokens.js';
-import { newCounters } from './types.js';
+import { newCounters, type NewString } from './types.js';
 import { workPaths } from './workdir.js';
 
 /** What the offline steps need: the store and the config. */
@@ -379,23 +379,23 @@ export interface RetrySummary {
 export async function createRetryFiles(ctx: StoreCtx): Promise<RetrySummary> {
   const { store, config } = ctx;
   const s: RetrySummary = { requeued: 0, files: [], permanent: 0, exhausted: 0, permanentSamples: [] };
-  const build = requestLineBuilder({ model: config.model, encodingFormat: config.encoding_format, dimensions: config.dimensions });
+  const format = new RequestLineFormat({ model: config.model, encodingFormat: config.encoding_format, dimensions: config.dimensions });
   const paths = workPaths(config.work_dir);
   const counters = newCounters();
 
-  async function* items(): AsyncGenerator<RequestItem[]> {
+  async function* items(): AsyncGenerator<RequestBatch> {
     let page: Array<[number, FailureRecord]> = [];
-    const lookup = async (): Promise<RequestItem[]> => {
+    const lookup = async (): Promise<RequestBatch> => {
       const found = await store.readStrings(page.map(([id]) => id));
-      const out: RequestItem[] = [];
+      const strings: NewString[] = [];
       page.forEach(([id, f], i) => {
         const string = found[i];
         if (!string) return;
         const { crc, field } = parseCustomId(f.customId)!;
-        out.push({ id, field, tokens: countWithin(string.text, config.max_input_tokens), line: build(customId(parseInt(crc, 16), field, id), string.text) });
+        strings.push({ id, crc: parseInt(crc, 16), field, text: string.text, line: undefined, tokens: countWithin(string.text, config.max_input_tokens) });
       });
       page = [];
-      return out;
+      return format.format(strings);
     };
     for await (const [id, f] of store.failureRecords()) {
       if (!f.retryable) {

@@ -19,7 +19,7 @@ import { dedupStrings } from '../transforms/dedup-strings.js';
 import { extractStrings, type ExtractedBatch } from '../transforms/extract-strings.js';
 import { aggregateBatch } from '../transforms/aggregate-strings.js';
 import { hashValue } from '../transforms/build-objects.js';
-import { customId, formatRequests, parseCustomId, requestLineBuilder, type RequestItem } from '../transforms/format-requests.js';
+import { formatRequests, parseCustomId, RequestLineFormat, type RequestBatch } from '../transforms/format-requests.js';
 import { guardTokens, truncateToTokens } from '../transforms/guard-tokens.js';
 import { parseCsv, type RejectedRow } from '../transforms/parse-csv.js';
 import { writeRequestFiles } from '../transforms/write-request-files.js';
@@ -395,40 +395,57 @@ test('guardTokens: skip records the reason; truncate keeps whole characters with
   const [cut] = await run<NewString[]>([mk()], guardTokens({ limit: 20, policy: 'truncate', counters: newCounters() }));
   assert.ok(long.startsWith(cut![0]!.text) && cut![0]!.text.length > 10);
   assert.equal(cut![0]!.json, undefined, 'the JSON of the whole text goes with it');
-  const [items] = await run<RequestItem[]>([cut!], formatRequests({ model: 'm', encodingFormat: 'float', dimensions: null }));
-  assert.equal(JSON.parse(items![0]!.line!).body.input, cut![0]!.text, 'the request line carries the cut text');
+  const [formatted] = await run<RequestBatch>([cut!], formatRequests({ model: 'm', encodingFormat: 'float', dimensions: null }));
+  assert.equal(JSON.parse(formatted!.bytes.toString().split('\n')[0]!).body.input, cut![0]!.text, 'the request line carries the cut text');
   assert.ok(cut![0]!.tokens! <= 20);
   assert.ok(!truncateToTokens('ab😀'.repeat(20), 7).includes('\uFFFD'));
 });
 
-test('formatRequests: the Batch API line shape; custom ids round-trip', async () => {
-  const build = requestLineBuilder({ model: 'text-embedding-3-small', encodingFormat: 'base64', dimensions: 256 });
-  const line = build('00ab12cd_person_7', 'Say "hi"\n\u2028');
-  assert.deepEqual(JSON.parse(line), {
-    custom_id: '00ab12cd_person_7',
-    method: 'POST',
-    url: '/v1/embeddings',
-    body: { model: 'text-embedding-3-small', input: 'Say "hi"\n\u2028', encoding_format: 'base64', dimensions: 256 },
+test('formatRequests: the Batch API line shape, byte for byte JSON.stringify; custom ids round-trip', async () => {
+  const format = new RequestLineFormat({ model: 'text-embedding-3-small', encodingFormat: 'base64', dimensions: 256 });
+  const string = (id: number, crc: number, field: string, text: string): NewString => ({ id, crc, field, text, line: undefined });
+  const texts = ['Say "hi"\n\u2028', 'Dvořák 🎻 \\ \u0000\t', 'x'.repeat(3000), ''];
+  texts.forEach((text, i) => {
+    const id = [0, 9, 10, 123_456_789_012][i]!;
+    assert.equal(
+      format.line(string(id, 0x00ab12cd, 'person', text)),
+      JSON.stringify({ custom_id: `00ab12cd_person_${id}`, method: 'POST', url: '/v1/embeddings', body: { model: 'text-embedding-3-small', input: text, encoding_format: 'base64', dimensions: 256 } }),
+    );
   });
-  assert.equal(customId(0x4ddb0c25, 'related_work', 12), '4ddb0c25_related-work_12');
+  const customIdOf = (crc: number, field: string, id: number) => (JSON.parse(format.line(string(id, crc, field, 't'))) as { custom_id: string }).custom_id;
+  assert.equal(customIdOf(0x4ddb0c25, 'related_work', 12), '4ddb0c25_related-work_12');
   // crc-32 gives signed numbers; leading zeros stay.
-  assert.deepEqual([customId(-1, 'f', 0), customId(0xab12, 'f', 1), customId(-0x7ffffff0, 'f', 2)], ['ffffffff_f_0', '0000ab12_f_1', '80000010_f_2']);
+  assert.deepEqual([customIdOf(-1, 'f', 0), customIdOf(0xab12, 'f', 1), customIdOf(-0x7ffffff0, 'f', 2)], ['ffffffff_f_0', '0000ab12_f_1', '80000010_f_2']);
   assert.deepEqual(parseCustomId('4ddb0c25_related-work_12'), { crc: '4ddb0c25', field: 'related-work', id: 12 });
   assert.equal(parseCustomId('req_1'), undefined);
-  const [items] = await run<RequestItem[]>([[{ id: 1, crc: 1, field: 'f', text: 't', line: 1, tokens: 1 }, { id: 2, crc: 1, field: 'f', text: 'x', line: 1, tokens: 9, skip: 'too_long' }]], formatRequests({ model: 'm', encodingFormat: 'float', dimensions: null }));
-  assert.equal(JSON.parse(items![0]!.line!).body.encoding_format, 'float');
-  assert.equal(items![1]!.line, undefined);
+  const [batch] = await run<RequestBatch>(
+    [[{ id: 1, crc: 1, field: 'f', text: 't', line: 1, tokens: 1 }, { id: 2, crc: 1, field: 'f', text: 'x', line: 1, tokens: 9, skip: 'too_long' }, { id: 3, crc: 2, field: 'f', text: 'ü', json: '"ü"', line: 1, tokens: 1, estimated: true }]],
+    formatRequests({ model: 'm', encodingFormat: 'float', dimensions: null }),
+  );
+  const lines = batch!.bytes.toString().split('\n');
+  assert.equal(lines.length, 3, 'two lines, each ending in a newline');
+  assert.equal(JSON.parse(lines[0]!).body.encoding_format, 'float');
+  assert.equal(JSON.parse(lines[1]!).body.input, 'ü');
+  assert.deepEqual(batch!.items, [
+    { id: 1, field: 'f', tokens: 1, bytes: Buffer.byteLength(lines[0]!) + 1 },
+    { id: 2, field: 'f', tokens: 9, skip: 'too_long' },
+    { id: 3, field: 'f', tokens: 1, bytes: Buffer.byteLength(lines[1]!) + 1, estimated: true },
+  ]);
 });
 
 test('writeRequestFiles: rolls by lines and by bytes, records line count, tokens and sha256', async (t) => {
   const dir = tempDir(t);
   const store = await StateStore.open(path.join(dir, 'work'));
   const counters = newCounters();
-  // Line 20 passes the byte cap alone, line 22 is longer than the writer's 1 MB buffer, line 23 is multi-byte.
+  // Line 20 passes the byte cap alone, line 22 is over 1 MB, line 23 is multi-byte.
   const pad = (id: number) => (id === 20 ? 'p'.repeat(300) : id === 22 ? 'ü'.repeat(600_000) : id === 23 ? 'Dvořák 🎻' : 'p'.repeat(10));
-  const items: RequestItem[] = Array.from({ length: 25 }, (_, id) => ({ id, field: 'f', tokens: 2, line: JSON.stringify({ custom_id: `x_${id}`, pad: pad(id) }) }));
-  items[5] = { id: 5, field: 'f', tokens: 0, skip: 'too_long' };
-  await pipeline(Readable.from([items.slice(0, 12), items.slice(12)], { objectMode: true }), writeRequestFiles({ store, dir, maxLines: 10, maxBytes: 400, model: 'm', run: 1, counters }));
+  const lineOf = (id: number) => (id === 5 ? undefined : JSON.stringify({ custom_id: `x_${id}`, pad: pad(id) }));
+  const batchOf = (ids: number[]): RequestBatch => ({
+    bytes: Buffer.from(ids.map((id) => (lineOf(id) === undefined ? '' : `${lineOf(id)}\n`)).join('')),
+    items: ids.map((id) => (id === 5 ? { id, field: 'f', tokens: 0, skip: 'too_long' } : { id, field: 'f', tokens: 2, bytes: Buffer.byteLength(lineOf(id)!) + 1 })),
+  });
+  const ids = Array.from({ length: 25 }, (_, id) => id);
+  await pipeline(Readable.from([batchOf(ids.slice(0, 12)), batchOf(ids.slice(12))], { objectMode: true }), writeRequestFiles({ store, dir, maxLines: 10, maxBytes: 400, model: 'm', run: 1, counters }));
   const files = readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort();
   const records = [];
   for await (const r of store.requestFiles()) records.push(r);
@@ -438,7 +455,7 @@ test('writeRequestFiles: rolls by lines and by bytes, records line count, tokens
   assert.equal(lines.reduce((a, b) => a + b), 24);
   assert.ok(lines.every((n) => n <= 10));
   const written = records.map((r) => readFileSync(path.join(dir, r.name), 'utf8')).join('');
-  assert.equal(written, items.flatMap((item) => (item.line === undefined ? [] : [`${item.line}\n`])).join(''), 'every line, in order, once');
+  assert.equal(written, ids.flatMap((id) => (lineOf(id) === undefined ? [] : [`${lineOf(id)}\n`])).join(''), 'every line, in order, once');
   for (const r of records) {
     const bytes = readFileSync(path.join(dir, r.name));
     assert.ok(r.bytes <= 400 || r.lines === 1, 'byte cap respected');

@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
 import type { RequestFile, SkipRecord, StateStore } from '../src/store.js';
 import type { IngestCounters } from '../src/types.js';
-import type { RequestItem } from './format-requests.js';
+import type { RequestBatch } from './format-requests.js';
 
 /** OpenAI's per-batch caps for /v1/embeddings: lines, and embedding inputs summed over all lines. */
 export const BATCH_MAX_LINES = 50_000;
@@ -26,9 +26,6 @@ export interface WriteRequestFilesOptions {
    */
   onRetryFile?: (file: RequestFile, ids: number[]) => Promise<void>;
 }
-
-/** Bytes of encoded lines gathered before a file write. */
-const OUT_BYTES = 1 << 20;
 
 export const requestFileName = (seq: number) => `batch_requests_${String(seq).padStart(6, '0')}.jsonl`;
 const partialName = (seq: number) => `.${requestFileName(seq)}.partial`;
@@ -90,44 +87,35 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
     counters.files++;
   };
 
-  /** Lines encoded straight into one reused buffer and written from it (no joined string, no second encoding). */
-  let out = Buffer.allocUnsafe(OUT_BYTES);
-  let used = 0;
-  const flushOut = async () => {
-    if (!used || !current) return;
-    const bytes = out.subarray(0, used);
-    await current.handle.write(bytes);
-    current.hash.update(bytes);
-    used = 0;
+  /** Writes a batch's bytes from `start` to `end` (whole lines) to the open file. */
+  const writeLines = async (bytes: Buffer, start: number, end: number) => {
+    if (start === end || !current) return;
+    const lines = bytes.subarray(start, end);
+    await current.handle.write(lines);
+    current.hash.update(lines);
   };
 
-  const writeBatch = async (items: RequestItem[]): Promise<void> => {
+  const writeBatch = async ({ bytes, items }: RequestBatch): Promise<void> => {
+    /** Where the batch's lines not yet written to a file start, and where the next line starts. */
+    let pending = 0;
+    let at = 0;
     for (const item of items) {
-      if (item.line === undefined) {
+      if (item.bytes === undefined) {
         skipped.push([item.id, { reason: item.skip ?? 'unknown', field: item.field, tokens: item.tokens }]);
         lastId = item.id;
         continue;
       }
-      // Room for the line at its longest (3 UTF-8 bytes per UTF-16 unit) and its newline.
-      const room = item.line.length * 3 + 1;
-      if (used + room > out.length) {
-        await flushOut();
-        if (room > out.length) out = Buffer.allocUnsafe(room);
-      }
-      const bytes = out.write(item.line, used) + 1;
-      out[used + bytes - 1] = 0x0a;
-      if (current && (current.lines >= maxLines || current.bytes + bytes > options.maxBytes)) {
-        // The line goes to the next file: write what precedes it, then move it to the front.
-        const start = used;
-        await flushOut();
-        out.copyWithin(0, start, start + bytes);
+      if (current && (current.lines >= maxLines || current.bytes + item.bytes > options.maxBytes)) {
+        // The line goes to the next file.
+        await writeLines(bytes, pending, at);
+        pending = at;
         await finishFile(current);
         current = undefined;
       }
       current ??= await openFile(item.id);
-      used += bytes;
+      at += item.bytes;
       current.lines++;
-      current.bytes += bytes;
+      current.bytes += item.bytes;
       current.tokens += item.tokens;
       if (item.estimated) {
         current.estimatedTokens += item.tokens;
@@ -138,13 +126,13 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
       counters.tokens += item.tokens;
       lastId = item.id;
     }
-    await flushOut();
+    await writeLines(bytes, pending, at);
   };
 
   return new Writable({
     ...BATCH_STREAM,
-    write(items: RequestItem[], _enc, callback) {
-      writeBatch(items).then(() => callback(), callback);
+    write(batch: RequestBatch, _enc, callback) {
+      writeBatch(batch).then(() => callback(), callback);
     },
     final(callback) {
       const done = async () => {
