@@ -2,8 +2,8 @@
  * `prepare`: CSV (file or stdin) to deduplicated Batch API request files, in constant memory. Nothing is sent anywhere.
  *
  *   main thread:   bytes -> count -> decode -> parse CSV -> batch rows -> extract strings -> distinct strings with
- *                  counts and keys -> (to the ingest worker)
- *   ingest worker: dedup (LevelDB) -> count tokens (exact where they decide) -> guard token limit -> format request lines
+ *                  counts -> (to the ingest worker)
+ *   ingest worker: store keys (xxh3), dedup (LevelDB) -> count tokens (exact where they decide) -> guard token limit -> format request lines
  *                  -> write rolling request files                                           (src/ingest-worker.ts)
  */
 import { createReadStream, createWriteStream, statSync, type WriteStream } from 'node:fs';

@@ -207,18 +207,37 @@ test('dedupStrings: counts of strings that recur across batches are right whethe
     [['person', 'title'], batches],
     [['person', ...fillers, 'title'], batches.map((b) => ({ ...b, fields: b.fields.map((f) => (f === 1 ? 29 : 0)) }))],
   ] as const)
-  for (const cacheSize of [1, 2, 4, 16, 1024]) {
+  for (const [cacheSize, slowWrites] of [[1, false], [2, false], [4, false], [16, false], [1024, false], [1, true], [16, true]] as const) {
     const dir = tempDir(t);
-    const store = await StateStore.open(dir);
+    let store = await StateStore.open(dir);
+    const how = `with a cache of ${cacheSize}, ${embedFields.length} fields${slowWrites ? ', writes slowed' : ''}`;
+    // Slowed writes start only after a timer: a batch's records are read ahead while the writes of the two batches
+    // before it have not reached LevelDB, so only the overlays can tell that their strings exist.
+    const slow = (s: StateStore) => {
+      const write = s.writeStrings.bind(s);
+      if (slowWrites) s.writeStrings = async (...args) => new Promise<void>((resolve) => setTimeout(resolve, 2)).then(() => write(...args));
+      return s;
+    };
     const counters = newCounters();
     const run_ = await store.beginRun('src');
-    const fresh = (await run<NewString[]>(asBatches.map(aggregateBatch), dedupStrings({ store, run: run_.id, source: 'src', embedFields: [...embedFields], counters, cacheSize }))).flat();
+    const fresh = (await run<NewString[]>(asBatches.map(aggregateBatch), dedupStrings({ store: slow(store), run: run_.id, source: 'src', embedFields: [...embedFields], counters, cacheSize }))).flat();
     await store.commit(store.committedId + fresh.length, null, []);
     await store.finishRun(run_);
-    assert.equal(fresh.length, expected.size);
-    assert.deepEqual([counters.distinct, counters.newStrings, counters.known], [expected.size, expected.size, 0]);
-    const stored = await store.readStrings(fresh.map((s) => s.id));
-    for (const s of stored) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} with a cache of ${cacheSize}, ${embedFields.length} fields`);
+    assert.equal(fresh.length, expected.size, how);
+    assert.deepEqual([counters.distinct, counters.newStrings, counters.known], [expected.size, expected.size, 0], how);
+    const ids = fresh.map((s) => s.id);
+    for (const s of await store.readStrings(ids)) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `${s!.text} ${how}`);
+    if (slowWrites) {
+      // Again over a store that holds every string: each one is read (no filter), and its counts replace the first run's.
+      await store.close();
+      store = await StateStore.open(dir);
+      const again = newCounters();
+      const run2 = await store.beginRun('src');
+      const fresh2 = (await run<NewString[]>(asBatches.map(aggregateBatch), dedupStrings({ store: slow(store), run: run2.id, source: 'src', embedFields: [...embedFields], counters: again, cacheSize }))).flat();
+      await store.finishRun(run2);
+      assert.deepEqual([fresh2.length, again.distinct, again.known], [0, expected.size, expected.size], how);
+      for (const s of await store.readStrings(ids)) assert.deepEqual(store.frequencies(s!.record), expected.get(s!.text), `second run: ${s!.text} ${how}`);
+    }
     await store.close();
   }
 });

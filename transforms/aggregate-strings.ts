@@ -1,10 +1,9 @@
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
-import { STRING_KEY_BYTES, writeStringKey } from '../src/store.js';
 import type { ExtractedBatch } from './extract-strings.js';
 
 /**
- * The distinct strings of one batch of rows, with their occurrences and store keys, in first-seen order. Flat
+ * The distinct strings of one batch of rows, with their occurrences, in first-seen order. Flat
  * typed arrays, so a batch crosses to the ingest worker as a few memory copies rather than an object per string.
  */
 export interface DistinctBatch {
@@ -16,8 +15,6 @@ export interface DistinctBatch {
   more: number[];
   /** Input line where texts[i] was first seen (0: not known). */
   lines: Uint32Array;
-  /** Store keys (see stringKey), STRING_KEY_BYTES each. */
-  keys: Uint8Array;
 }
 
 /** Folds one batch's occurrences into its distinct strings: most repeats (roles, genres) end here. */
@@ -41,17 +38,15 @@ export function aggregateBatch(batch: ExtractedBatch): DistinctBatch {
     } else if (field === firstField[at]) count[at]!++;
     else more.set(at * 256 + field, (more.get(at * 256 + field) ?? 0) + 1);
   }
-  const keys = new Uint8Array(texts.length * STRING_KEY_BYTES);
-  const view = new DataView(keys.buffer);
-  for (let i = 0; i < texts.length; i++) writeStringKey(texts[i]!, view, i * STRING_KEY_BYTES);
   const flat: number[] = [];
   for (const [k, n] of more) flat.push(Math.floor(k / 256), k % 256, n);
-  return { texts, firstField: Uint8Array.from(firstField), count: Uint32Array.from(count), more: flat, lines: Uint32Array.from(lines), keys };
+  return { texts, firstField: Uint8Array.from(firstField), count: Uint32Array.from(count), more: flat, lines: Uint32Array.from(lines) };
 }
 
 /**
- * Batches of extracted strings to their distinct strings with counts and store keys (on the main thread, which
- * waits on the ingest worker otherwise: hashing here keeps the worker, the slower side, to the store work).
+ * Batches of extracted strings to their distinct strings with counts, on the main thread: most repeats end here, so
+ * fewer strings cross to the ingest worker. Their store keys (xxh3) are the worker's to make: the main thread, which
+ * parses the CSV, is the slower side (at 1M rows the worker waited ~5 s for batches with the keys made here).
  */
 export function aggregateStrings(): Transform {
   return new Transform({

@@ -1,7 +1,7 @@
 import CRC32 from 'crc-32';
 import { Transform } from 'node:stream';
 import { BATCH_STREAM } from './batch-items.js';
-import { addOccurrences, decodeRecord, encodeNewRecord, encodeRecord, keyFromWords, readKeyWords, STRING_KEY_BYTES, StringWrites, type StateStore, type StringRecord } from '../src/store.js';
+import { addOccurrences, decodeRecord, encodeNewRecord, encodeRecord, keyFromWords, readKeyWords, STRING_KEY_BYTES, StringWrites, writeStringKey, type StateStore, type StringRecord } from '../src/store.js';
 import { KeyFilter, KeyTable, sameKeyWords } from '../src/key-filter.js';
 import type { IngestCounters, NewString } from '../src/types.js';
 import type { DistinctBatch } from './aggregate-strings.js';
@@ -18,7 +18,18 @@ export interface DedupOptions {
   cacheSize?: number;
 }
 
-/** A batch's write that has not landed yet, and what it carries (see inFlightRecord). */
+/** A batch taken in, with the store reads of its strings under way while the batch before it is stored (see readAhead). */
+interface Ahead {
+  batch: DistinctBatch;
+  keys: Buffer;
+  /** Each string's key words (see readKeyWords), 4 per string. */
+  words: Uint32Array;
+  /** Per string, the index of its record among those read ahead, or -1: not read. */
+  readAt: Int32Array;
+  reading: Promise<(StringRecord | undefined)[]>;
+}
+
+/** A batch's write, landed or not, and what it carries (see overlayRecord). */
 interface InFlight {
   write: Promise<void>;
   /** The batch's new strings, passed on when the write landed. */
@@ -63,9 +74,13 @@ const FLUSH_BATCH = 8192;
  * by the 128-bit hash of their store key, as the store tells them apart, kept as four 32-bit words: comparing and
  * hashing texts cost the worker ~12% of its time.
  *
- * The write of batch N overlaps the lookup and work of batch N+1. Batch N's written records stay in an overlay until
- * their write lands, so N+1 sees them; and batch N's new strings go downstream only after their write landed, so no
- * later commit can cover ids whose records are not yet stored.
+ * The write of batch N overlaps the lookup and work of batch N+1, and the store reads of batch N+1 overlap the work on
+ * batch N (the worker waited ~4 s on reads at 1M rows with nothing else to do). Reads for N+1 start before N is worked
+ * on, while the write of N-1 may be in flight: they cannot see what N will write, and they skip the strings that the
+ * write of N-1 carries. So the cache answers first (a string that leaves it is written with the batch that puts it
+ * out), then the records of the last two writes, kept in overlays; only then what was read ahead, or, for a string
+ * skipped and no longer in memory, a read made then. Batch N's new strings go downstream only after their write
+ * landed, so no later commit can cover ids whose records are not yet stored.
  */
 export function dedupStrings(options: DedupOptions): Transform {
   const { store, run, counters, embedFields } = options;
@@ -152,7 +167,9 @@ export function dedupStrings(options: DedupOptions): Transform {
     used[b] = 0; // b kept its place once: it must be found again to keep it next time
     return a;
   };
+  /** The last write begun (landed or not), and the one before it (landed). */
   let inFlight: InFlight | undefined;
+  let previousWrite: InFlight | undefined;
   // Keys this run wrote, when the store held no string before it: a string whose key is not among them is new
   // without asking LevelDB (on a first run most lookups find nothing: 427k of 549k at 200k rows).
   const writtenKeys = store.heldStrings ? undefined : new KeyFilter();
@@ -166,20 +183,44 @@ export function dedupStrings(options: DedupOptions): Transform {
     }
   };
 
-  /** The record of the string whose key words are at `at` in `words`, if the write in flight carries it. */
-  const inFlightRecord = (words: Uint32Array, at: number): StringRecord | undefined => {
-    if (!inFlight) return undefined;
-    const w = inFlight.index.get(words, at);
-    return w < 0 ? undefined : (inFlight.records[w] ??= decodeRecord(inFlight.writes.values[w]!));
+  /** The record of the string whose key words are at `at` in `words`, if the write carries it. */
+  const recordIn = (write: InFlight | undefined, words: Uint32Array, at: number): StringRecord | undefined => {
+    if (!write) return undefined;
+    const w = write.index.get(words, at);
+    return w < 0 ? undefined : (write.records[w] ??= decodeRecord(write.writes.values[w]!));
+  };
+  /** The latest record of the string written by one of the last two writes, if any. */
+  const overlayRecord = (words: Uint32Array, at: number) => recordIn(inFlight, words, at) ?? recordIn(previousWrite, words, at);
+
+  /**
+   * Takes a batch in, makes its strings' store keys, and starts reading the records of its strings that are neither cached nor in the last write begun
+   * (the overlays will have those), and, on a first run, that the store may hold. Called before the batch before it is
+   * worked on.
+   */
+  const readAhead = (batch: DistinctBatch): Ahead => {
+    const n = batch.texts.length;
+    const keys = Buffer.allocUnsafe(n * STRING_KEY_BYTES);
+    const view = new DataView(keys.buffer, keys.byteOffset, keys.byteLength);
+    for (let i = 0; i < n; i++) writeStringKey(batch.texts[i]!, view, i * STRING_KEY_BYTES);
+    const words = new Uint32Array(n * 4);
+    const readAt = new Int32Array(n).fill(-1);
+    const readKeys: Buffer[] = [];
+    for (let i = 0; i < n; i++) {
+      readKeyWords(keys, i, words, i * 4);
+      if (cachedSlot(words, i * 4) >= 0 || (inFlight && inFlight.index.get(words, i * 4) >= 0)) continue;
+      if (writtenKeys && !writtenKeys.mayHave(words, i * 4)) continue;
+      readAt[i] = readKeys.length;
+      readKeys.push(keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES));
+    }
+    const reading = readKeys.length ? store.lookupStrings(readKeys) : Promise.resolve([]);
+    reading.catch(() => {}); // awaited by processBatch; this keeps a failure meanwhile from being "unhandled"
+    return { batch, keys, words, readAt, reading };
   };
 
-  const processBatch = async (batch: DistinctBatch): Promise<void> => {
+  const processBatch = async ({ batch, keys, words, readAt, reading }: Ahead): Promise<void> => {
     const n = batch.texts.length;
     const records = new Array<StringRecord>(n);
     const misses: number[] = [];
-    const missKeys: Buffer[] = [];
-    const keys = Buffer.from(batch.keys.buffer, batch.keys.byteOffset, batch.keys.byteLength);
-    const words = new Uint32Array(n * 4);
     /**
      * Strings found in the store or the overlay, to cache once the whole batch is looked up: a string put out of the
      * cache before its own turn in the batch would be read again from the store, without its latest counts.
@@ -189,7 +230,6 @@ export function dedupStrings(options: DedupOptions): Transform {
     const hits = new Int32Array(n).fill(-1);
 
     for (let i = 0; i < n; i++) {
-      readKeyWords(keys, i, words, i * 4);
       const slot = cachedSlot(words, i * 4);
       if (slot >= 0) {
         // Counted in the slot; its record was already counted as known when it came in.
@@ -198,19 +238,16 @@ export function dedupStrings(options: DedupOptions): Transform {
         countInSlot(slot, batch.firstField[i]!, batch.count[i]!);
         continue;
       }
-      const record = inFlightRecord(words, i * 4);
+      const record = overlayRecord(words, i * 4);
       if (record) {
         admitted.push(i);
         known(record);
         records[i] = record;
-      } else {
-        misses.push(i);
-        missKeys.push(keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES));
-      }
+      } else misses.push(i);
     }
     // Before any string comes into the cache and puts another out (with its counts).
     for (let m = 0; m < batch.more.length; m += 3) if (hits[batch.more[m]!]! >= 0) countInSlot(hits[batch.more[m]!]!, batch.more[m + 1]!, batch.more[m + 2]!);
-    const found = await lookUp(missKeys, misses, words);
+    const found = await lookUp(misses, keys, words, readAt, reading);
 
     const fresh: NewString[] = [];
     /** The new strings' texts as JSON, for the text log and (passed on) their request lines: escaped once. */
@@ -274,8 +311,9 @@ export function dedupStrings(options: DedupOptions): Transform {
       // Only new keys: a string put out of the cache was written before, so its key is in the filter already.
       writtenKeys?.add(words, i * 4);
       const id = newIds[i]!;
-      if (id >= 0) write(missKeys[j]!, words, i * 4, undefined, encodeNewRecord(id, fieldIds[batch.firstField[i]!]!, run, source, batch.count[i]!));
-      else write(missKeys[j]!, words, i * 4, records[i], encodeRecord(records[i]!));
+      const key = keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES);
+      if (id >= 0) write(key, words, i * 4, undefined, encodeNewRecord(id, fieldIds[batch.firstField[i]!]!, run, source, batch.count[i]!));
+      else write(key, words, i * 4, records[i], encodeRecord(records[i]!));
     }
     evicted.forEach((record, e) => write(keyFromWords(evictedWords, e * 4), evictedWords, e * 4, record, encodeRecord(record)));
 
@@ -286,24 +324,30 @@ export function dedupStrings(options: DedupOptions): Transform {
   };
 
   /**
-   * The records of these keys (the j-th is string misses[j] of the batch, its words at misses[j] * 4); only those the
-   * store may hold are read when it held none before this run.
+   * The stored records of the batch's strings misses[j] (neither cached nor in the overlays): as read ahead, or read now
+   * if they were not (when readAhead found them cached or in the write then in flight, and they are no longer). Only
+   * those the store may hold are read when it held none before this run.
    */
-  const lookUp = async (missKeys: Buffer[], misses: number[], words: Uint32Array): Promise<(StringRecord | undefined)[]> => {
-    if (!writtenKeys) return store.lookupStrings(missKeys);
-    const found = new Array<StringRecord | undefined>(missKeys.length);
-    const maybe: number[] = [];
-    for (let j = 0; j < missKeys.length; j++) if (writtenKeys.mayHave(words, misses[j]! * 4)) maybe.push(j);
-    if (maybe.length) (await store.lookupStrings(maybe.map((j) => missKeys[j]!))).forEach((record, q) => (found[maybe[q]!] = record));
+  const lookUp = async (misses: number[], keys: Buffer, words: Uint32Array, readAt: Int32Array, reading: Ahead['reading']): Promise<(StringRecord | undefined)[]> => {
+    const readAhead = await reading;
+    const found = new Array<StringRecord | undefined>(misses.length);
+    const late: number[] = [];
+    for (let j = 0; j < misses.length; j++) {
+      const i = misses[j]!;
+      if (readAt[i]! >= 0) found[j] = readAhead[readAt[i]!];
+      else if (!writtenKeys || writtenKeys.mayHave(words, i * 4)) late.push(j);
+    }
+    if (late.length) (await store.lookupStrings(late.map((j) => keys.subarray(misses[j]! * STRING_KEY_BYTES, (misses[j]! + 1) * STRING_KEY_BYTES)))).forEach((record, q) => (found[late[q]!] = record));
     return found;
   };
 
+  /** Waits for the last write begun; its records stay in an overlay for one more batch (see readAhead). */
   const landPrevious = async (): Promise<NewString[]> => {
     if (!inFlight) return [];
-    const { write, fresh } = inFlight;
-    await write;
+    await inFlight.write;
+    previousWrite = inFlight;
     inFlight = undefined;
-    return fresh;
+    return previousWrite.fresh;
   };
 
   /**
@@ -337,13 +381,26 @@ export function dedupStrings(options: DedupOptions): Transform {
     return order.subarray(0, n).sort().map((x) => x % slots);
   };
 
+  /** The batch taken in last, its reads under way: worked on when the next one comes in, or at the end. */
+  let ahead: Ahead | undefined;
+  const processAhead = async (): Promise<void> => {
+    const batch = ahead;
+    ahead = undefined;
+    if (batch) await processBatch(batch);
+  };
+
   const stage = new Transform({
     ...BATCH_STREAM,
     transform(batch: DistinctBatch, _enc, callback) {
-      processBatch(batch).then(() => callback(), callback);
+      const next = readAhead(batch);
+      processAhead().then(() => {
+        ahead = next;
+        callback();
+      }, callback);
     },
     flush(callback) {
-      landPrevious()
+      processAhead()
+        .then(landPrevious)
         .then(async (last) => {
           await flushCache();
           return last;
