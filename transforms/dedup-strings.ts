@@ -402,10 +402,11 @@ export function dedupStrings(options: DedupOptions): Transform {
       processAhead()
         .then(landPrevious)
         .then(async (last) => {
+          // The last new strings go on to their request file while LevelDB takes the cache's records.
+          if (last.length) this.push(last);
           await flushCache();
-          return last;
         })
-        .then((last) => callback(null, last.length ? last : undefined), callback);
+        .then(() => callback(), callback);
     },
   });
   return stage;

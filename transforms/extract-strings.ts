@@ -32,6 +32,9 @@ export interface ExtractedBatch {
  */
 export function extractStrings(options: ExtractOptions): Transform {
   const nulls = new Set(options.nullValues);
+  // Most values are longer than every null token: compared by length first, they are not looked up in the set.
+  const longestNull = Math.max(0, ...options.nullValues.map((v) => v.length));
+  const isNull = (value: string) => value.length <= longestNull && nulls.has(value);
   const form = options.normalize === 'none' ? undefined : options.normalize;
   let columnIndexes: number[] | undefined = options.header ? undefined : resolveColumns(options, options.columns ?? []);
   const { counters } = options;
@@ -56,7 +59,7 @@ export function extractStrings(options: ExtractOptions): Transform {
         counters.rows++;
         for (let f = 0; f < columnIndexes.length; f++) {
           let value = record[columnIndexes[f]!];
-          if (value === undefined || nulls.has(value)) {
+          if (value === undefined || isNull(value)) {
             countSkip(counters, 'null_value');
             continue;
           }
@@ -64,7 +67,7 @@ export function extractStrings(options: ExtractOptions): Transform {
             if (options.trim) value = value.trim();
             if (form) value = value.normalize(form);
             // Trimmed to nothing: counted as empty (below), not as the null token ''.
-            if (value !== '' && nulls.has(value)) {
+            if (value !== '' && isNull(value)) {
               countSkip(counters, 'null_value');
               continue;
             }
