@@ -423,15 +423,17 @@ test('guardTokens: skip records the reason; truncate keeps whole characters with
 test('formatRequests: the Batch API line shape, byte for byte JSON.stringify; custom ids round-trip', async () => {
   const format = new RequestLineFormat({ model: 'text-embedding-3-small', encodingFormat: 'base64', dimensions: 256 });
   const string = (id: number, crc: number, field: string, text: string): NewString => ({ id, crc, field, text, line: undefined });
+  // One line as text, without its newline.
+  const lineOf = (s: NewString) => format.format([s]).bytes.toString('utf8').slice(0, -1);
   const texts = ['Say "hi"\n\u2028', 'Dvořák 🎻 \\ \u0000\t', 'x'.repeat(3000), ''];
   texts.forEach((text, i) => {
     const id = [0, 9, 10, 123_456_789_012][i]!;
     assert.equal(
-      format.line(string(id, 0x00ab12cd, 'person', text)),
+      lineOf(string(id, 0x00ab12cd, 'person', text)),
       JSON.stringify({ custom_id: `00ab12cd_person_${id}`, method: 'POST', url: '/v1/embeddings', body: { model: 'text-embedding-3-small', input: text, encoding_format: 'base64', dimensions: 256 } }),
     );
   });
-  const customIdOf = (crc: number, field: string, id: number) => (JSON.parse(format.line(string(id, crc, field, 't'))) as { custom_id: string }).custom_id;
+  const customIdOf = (crc: number, field: string, id: number) => (JSON.parse(lineOf(string(id, crc, field, 't'))) as { custom_id: string }).custom_id;
   assert.equal(customIdOf(0x4ddb0c25, 'related_work', 12), '4ddb0c25_related-work_12');
   // crc-32 gives signed numbers; leading zeros stay.
   assert.deepEqual([customIdOf(-1, 'f', 0), customIdOf(0xab12, 'f', 1), customIdOf(-0x7ffffff0, 'f', 2)], ['ffffffff_f_0', '0000ab12_f_1', '80000010_f_2']);

@@ -193,9 +193,9 @@ export function dedupStrings(options: DedupOptions): Transform {
   const overlayRecord = (words: Uint32Array, at: number) => recordIn(inFlight, words, at) ?? recordIn(previousWrite, words, at);
 
   /**
-   * Takes a batch in, makes its strings' store keys, and starts reading the records of its strings that are neither cached nor in the last write begun
-   * (the overlays will have those), and, on a first run, that the store may hold. Called before the batch before it is
-   * worked on.
+   * Takes a batch in: makes its strings' store keys and starts reading the records of those that are neither cached nor
+   * in the last write begun (the overlays will have those) and, on a first run, that the store may hold. Called before
+   * the batch before it is worked on.
    */
   const readAhead = (batch: DistinctBatch): Ahead => {
     const n = batch.texts.length;
@@ -329,12 +329,12 @@ export function dedupStrings(options: DedupOptions): Transform {
    * those the store may hold are read when it held none before this run.
    */
   const lookUp = async (misses: number[], keys: Buffer, words: Uint32Array, readAt: Int32Array, reading: Ahead['reading']): Promise<(StringRecord | undefined)[]> => {
-    const readAhead = await reading;
+    const readEarly = await reading;
     const found = new Array<StringRecord | undefined>(misses.length);
     const late: number[] = [];
     for (let j = 0; j < misses.length; j++) {
       const i = misses[j]!;
-      if (readAt[i]! >= 0) found[j] = readAhead[readAt[i]!];
+      if (readAt[i]! >= 0) found[j] = readEarly[readAt[i]!];
       else if (!writtenKeys || writtenKeys.mayHave(words, i * 4)) late.push(j);
     }
     if (late.length) (await store.lookupStrings(late.map((j) => keys.subarray(misses[j]! * STRING_KEY_BYTES, (misses[j]! + 1) * STRING_KEY_BYTES)))).forEach((record, q) => (found[late[q]!] = record));

@@ -98,11 +98,6 @@ export class RequestLineFormat {
     return { bytes: out.subarray(0, at), items };
   }
 
-  /** One line as text, without its newline. */
-  line(s: NewString): string {
-    return this.format([s]).bytes.toString('utf8').slice(0, -1);
-  }
-
   #write(out: Buffer, at: number, s: NewString): number {
     out.set(CUSTOM_ID_START, at);
     at += CUSTOM_ID_START.length;
