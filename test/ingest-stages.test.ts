@@ -307,6 +307,15 @@ test('text log: a chunk committed in part keeps its committed texts; the next ch
   await store.close();
   store = await StateStore.open(dir);
   assert.deepEqual((await store.readStrings([0, 1, 2])).map((s) => s?.text), ['Peer Gynt', 'Brand', 'Vildanden']);
+  // A chunk too large for the kept line buffer (over 4 MB at 3 bytes a UTF-16 unit) gets one of its own; the lines
+  // before and after it are encoded into the kept one.
+  const huge = 'ø'.repeat(1_500_000);
+  await write(['Et dukkehjem', huge], 3);
+  await write(['Fruen fra havet'], 5);
+  await store.commit(6, null, []);
+  await store.close();
+  store = await StateStore.open(dir);
+  assert.deepEqual((await store.readStrings([2, 3, 4, 5])).map((s) => s?.text), ['Vildanden', 'Et dukkehjem', huge, 'Fruen fra havet']);
   await store.close();
   // Texts the store points at are missing: a clear error, never a silent loss.
   truncateSync(log, firstLine - 5);
