@@ -474,9 +474,9 @@ export class StateStore {
   #textLine(textsJson: string[]): Buffer {
     let room = 2;
     for (const json of textsJson) room += json.length * 3 + 1;
+    if (room <= TEXT_BUFFER_MAX && this.#textBuffer.length < room) this.#textBuffer = Buffer.allocUnsafe(Math.min(TEXT_BUFFER_MAX, Math.max(room, this.#textBuffer.length * 2)));
     // A chunk of huge texts gets a buffer of its own, so the one kept stays small.
-    if (this.#textBuffer.length < room && room <= TEXT_BUFFER_MAX) this.#textBuffer = Buffer.allocUnsafe(Math.max(room, Math.min(this.#textBuffer.length * 2, TEXT_BUFFER_MAX)));
-    const out = this.#textBuffer.length >= room ? this.#textBuffer : Buffer.allocUnsafe(room);
+    const out = room <= TEXT_BUFFER_MAX ? this.#textBuffer : Buffer.allocUnsafe(room);
     let at = 0;
     out[at++] = 0x5b; // [
     for (let i = 0; i < textsJson.length; i++) {

@@ -29,8 +29,11 @@ interface Ahead {
   reading: Promise<(StringRecord | undefined)[]>;
 }
 
+/** The i-th of a batch's store keys, laid end to end. */
+const keyAt = (keys: Buffer, i: number) => keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES);
+
 /** A batch's write, landed or not, and what it carries (see overlayRecord). */
-interface InFlight {
+interface BatchWrite {
   write: Promise<void>;
   /** The batch's new strings, passed on when the write landed. */
   fresh: NewString[];
@@ -168,8 +171,8 @@ export function dedupStrings(options: DedupOptions): Transform {
     return a;
   };
   /** The last write begun (landed or not), and the one before it (landed). */
-  let inFlight: InFlight | undefined;
-  let previousWrite: InFlight | undefined;
+  let lastWrite: BatchWrite | undefined;
+  let previousWrite: BatchWrite | undefined;
   // Keys this run wrote, when the store held no string before it: a string whose key is not among them is new
   // without asking LevelDB (on a first run most lookups find nothing: 427k of 549k at 200k rows).
   const writtenKeys = store.heldStrings ? undefined : new KeyFilter();
@@ -184,13 +187,13 @@ export function dedupStrings(options: DedupOptions): Transform {
   };
 
   /** The record of the string whose key words are at `at` in `words`, if the write carries it. */
-  const recordIn = (write: InFlight | undefined, words: Uint32Array, at: number): StringRecord | undefined => {
+  const recordIn = (write: BatchWrite | undefined, words: Uint32Array, at: number): StringRecord | undefined => {
     if (!write) return undefined;
     const w = write.index.get(words, at);
     return w < 0 ? undefined : (write.records[w] ??= decodeRecord(write.writes.values[w]!));
   };
   /** The latest record of the string written by one of the last two writes, if any. */
-  const overlayRecord = (words: Uint32Array, at: number) => recordIn(inFlight, words, at) ?? recordIn(previousWrite, words, at);
+  const overlayRecord = (words: Uint32Array, at: number) => recordIn(lastWrite, words, at) ?? recordIn(previousWrite, words, at);
 
   /**
    * Takes a batch in: makes its strings' store keys and starts reading the records of those that are neither cached nor
@@ -207,17 +210,18 @@ export function dedupStrings(options: DedupOptions): Transform {
     const readKeys: Buffer[] = [];
     for (let i = 0; i < n; i++) {
       readKeyWords(keys, i, words, i * 4);
-      if (cachedSlot(words, i * 4) >= 0 || (inFlight && inFlight.index.get(words, i * 4) >= 0)) continue;
+      if (cachedSlot(words, i * 4) >= 0 || (lastWrite && lastWrite.index.get(words, i * 4) >= 0)) continue;
       if (writtenKeys && !writtenKeys.mayHave(words, i * 4)) continue;
       readAt[i] = readKeys.length;
-      readKeys.push(keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES));
+      readKeys.push(keyAt(keys, i));
     }
     const reading = readKeys.length ? store.lookupStrings(readKeys) : Promise.resolve([]);
     reading.catch(() => {}); // awaited by processBatch; this keeps a failure meanwhile from being "unhandled"
     return { batch, keys, words, readAt, reading };
   };
 
-  const processBatch = async ({ batch, keys, words, readAt, reading }: Ahead): Promise<void> => {
+  const processBatch = async (ahead: Ahead): Promise<void> => {
+    const { batch, keys, words } = ahead;
     const n = batch.texts.length;
     const records = new Array<StringRecord>(n);
     const misses: number[] = [];
@@ -247,7 +251,7 @@ export function dedupStrings(options: DedupOptions): Transform {
     }
     // Before any string comes into the cache and puts another out (with its counts).
     for (let m = 0; m < batch.more.length; m += 3) if (hits[batch.more[m]!]! >= 0) countInSlot(hits[batch.more[m]!]!, batch.more[m + 1]!, batch.more[m + 2]!);
-    const found = await lookUp(misses, keys, words, readAt, reading);
+    const found = await lookUp(misses, ahead);
 
     const fresh: NewString[] = [];
     /** The new strings' texts as JSON, for the text log and (passed on) their request lines: escaped once. */
@@ -311,7 +315,7 @@ export function dedupStrings(options: DedupOptions): Transform {
       // Only new keys: a string put out of the cache was written before, so its key is in the filter already.
       writtenKeys?.add(words, i * 4);
       const id = newIds[i]!;
-      const key = keys.subarray(i * STRING_KEY_BYTES, (i + 1) * STRING_KEY_BYTES);
+      const key = keyAt(keys, i);
       if (id >= 0) write(key, words, i * 4, undefined, encodeNewRecord(id, fieldIds[batch.firstField[i]!]!, run, source, batch.count[i]!));
       else write(key, words, i * 4, records[i], encodeRecord(records[i]!));
     }
@@ -320,7 +324,7 @@ export function dedupStrings(options: DedupOptions): Transform {
     // One write in flight at a time keeps writes in order.
     const previous = await landPrevious();
     if (previous.length) stage.push(previous);
-    inFlight = { write: store.writeStrings(writes, firstNewId, newJson), fresh, index, writes, records: writtenRecords };
+    lastWrite = { write: store.writeStrings(writes, firstNewId, newJson), fresh, index, writes, records: writtenRecords };
   };
 
   /**
@@ -328,7 +332,7 @@ export function dedupStrings(options: DedupOptions): Transform {
    * if they were not (when readAhead found them cached or in the write then in flight, and they are no longer). Only
    * those the store may hold are read when it held none before this run.
    */
-  const lookUp = async (misses: number[], keys: Buffer, words: Uint32Array, readAt: Int32Array, reading: Ahead['reading']): Promise<(StringRecord | undefined)[]> => {
+  const lookUp = async (misses: number[], { keys, words, readAt, reading }: Ahead): Promise<(StringRecord | undefined)[]> => {
     const readEarly = await reading;
     const found = new Array<StringRecord | undefined>(misses.length);
     const late: number[] = [];
@@ -337,16 +341,16 @@ export function dedupStrings(options: DedupOptions): Transform {
       if (readAt[i]! >= 0) found[j] = readEarly[readAt[i]!];
       else if (!writtenKeys || writtenKeys.mayHave(words, i * 4)) late.push(j);
     }
-    if (late.length) (await store.lookupStrings(late.map((j) => keys.subarray(misses[j]! * STRING_KEY_BYTES, (misses[j]! + 1) * STRING_KEY_BYTES)))).forEach((record, q) => (found[late[q]!] = record));
+    if (late.length) (await store.lookupStrings(late.map((j) => keyAt(keys, misses[j]!)))).forEach((record, q) => (found[late[q]!] = record));
     return found;
   };
 
   /** Waits for the last write begun; its records stay in an overlay for one more batch (see readAhead). */
   const landPrevious = async (): Promise<NewString[]> => {
-    if (!inFlight) return [];
-    await inFlight.write;
-    previousWrite = inFlight;
-    inFlight = undefined;
+    if (!lastWrite) return [];
+    await lastWrite.write;
+    previousWrite = lastWrite;
+    lastWrite = undefined;
     return previousWrite.fresh;
   };
 
