@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import split2 from 'split2';
-import { decodeLine } from '../transforms/decode-results.js';
+import { decodeLine, isRetryable as isRetryableLine } from '../transforms/decode-results.js';
 import { parseCustomId, RequestLineFormat, type RequestBatch } from '../transforms/format-requests.js';
 import { parseResults, type ParsedLine } from '../transforms/parse-results.js';
 import { writeRequestFiles } from '../transforms/write-request-files.js';
@@ -226,8 +226,12 @@ export async function refreshActive(ctx: Ctx): Promise<RefreshSummary> {
         s.requeued++;
         log.info(`${file.name}: ${batch.id} hit a queue limit (${errors[0]?.code}); back in the queue`);
       } else {
+        // Validation failed (a model that does not exist, a bad line): none of its lines ran, so every string in the
+        // file failed with the batch's reason, retryable only when that reason is transient.
+        const code = errors[0]?.code ?? 'batch_failed';
         job.state = 'downloaded';
         job.error = errors.map((e) => `${e.code}${e.line ? ` (line ${e.line})` : ''}: ${e.message}`).join('; ') || 'failed without errors';
+        await recordFileFailed(ctx, file, code, job.error, isRetryableLine(code, undefined));
         s.failed++;
         log.warn(`${file.name}: ${batch.id} failed validation: ${job.error}`);
       }
@@ -352,12 +356,27 @@ async function recordFailures(ctx: Ctx, file: RequestFile, errorFile: string): P
   await ctx.store.addFailures(slice);
 }
 
+/** Every string of a request file failed for one reason (its batch failed validation): each is recorded, in slices. */
+async function recordFileFailed(ctx: StoreCtx, file: RequestFile, code: string, message: string, retryable: boolean): Promise<void> {
+  const filePath = path.join(workPaths(ctx.config.work_dir).requests, file.name);
+  let slice: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]> = [];
+  for await (const customId of createReadStream(filePath).pipe(split2('\n', customIdOf))) {
+    const parsed = parseCustomId(customId as string);
+    if (parsed) slice.push([parsed.id, { customId: customId as string, seq: file.seq, code, message, retryable }]);
+    if (slice.length >= 5000) await ctx.store.addFailures(slice.splice(0));
+  }
+  await ctx.store.addFailures(slice);
+}
+
+/** A line's custom_id read off its start, without parsing the rest (a result line's embedding, a request's text). */
+const customIdOf = (line: string) => /"custom_id":\s*"([^"]+)"/.exec(line)?.[1];
+
 /** After a retry batch: strings in its output file succeeded, so their failure records go. */
 async function clearSucceeded(ctx: Ctx, outputFile: string): Promise<void> {
   let ids: number[] = [];
   const flush = async () => ctx.store.clearFailures(ids.splice(0));
   // Only the custom_id is needed: read it from the start of the line instead of parsing a whole embedding.
-  for await (const id of createReadStream(outputFile).pipe(split2('\n', (l: string) => /"custom_id":"([^"]+)"/.exec(l)?.[1]))) {
+  for await (const id of createReadStream(outputFile).pipe(split2('\n', customIdOf))) {
     const parsed = parseCustomId(id as string);
     if (parsed) ids.push(parsed.id);
     if (ids.length >= 5000) await flush();
@@ -436,22 +455,34 @@ export async function createRetryFiles(ctx: StoreCtx): Promise<RetrySummary> {
 
 // ---------------------------------------------------------------- cancel, status
 
-export async function cancelBatches(ctx: Ctx, batchId?: string): Promise<string[]> {
-  const cancelled: string[] = [];
+export interface CancelSummary {
+  /** Batches now cancelling. */
+  cancelled: string[];
+  /** Batches that had ended before the cancel reached them (409): their state is refreshed instead. */
+  alreadyEnded: string[];
+}
+
+export async function cancelBatches(ctx: Ctx, batchId?: string): Promise<CancelSummary> {
+  const s: CancelSummary = { cancelled: [], alreadyEnded: [] };
   for await (const [, job] of ctx.store.requestFilesWithJobs()) {
     if (job.state !== 'active' || !job.batchId || (batchId && job.batchId !== batchId)) continue;
     if (!ACTIVE_STATUSES.has(job.status ?? '') || job.status === 'cancelling') continue;
+    const id = job.batchId;
     try {
-      const b = await ctx.api.client.batches.cancel(job.batchId);
+      // The SDK would retry a 409 four times; it is an answer, not a fault.
+      const b = await withRetries(`cancelling ${id}`, () => ctx.api.client.batches.cancel(id, { maxRetries: 0 }));
       job.status = b.status;
+      await ctx.store.putJob(job);
+      s.cancelled.push(id);
     } catch (err) {
-      throw apiError(err, `cancelling ${job.batchId}`);
+      if (!(err instanceof EmbatchError && err.cause instanceof OpenAI.ConflictError)) throw err;
+      s.alreadyEnded.push(id);
+      log.info(`${id} had already ended (${err.cause.message}); reading how it ended instead`);
     }
-    await ctx.store.putJob(job);
-    cancelled.push(job.batchId);
   }
-  if (batchId && !cancelled.length) throw new EmbatchError('NO_SUCH_BATCH', `${batchId} is not an active batch of this work directory (see embatch status)`, { exitCode: 2 });
-  return cancelled;
+  if (s.alreadyEnded.length) await refreshActive(ctx);
+  if (batchId && !s.cancelled.length && !s.alreadyEnded.length) throw new EmbatchError('NO_SUCH_BATCH', `${batchId} is not an active batch of this work directory (see embatch status)`, { exitCode: 2 });
+  return s;
 }
 
 export interface JobView {
@@ -539,7 +570,9 @@ export async function statusReport(ctx: StoreCtx, limit = 1000): Promise<StatusR
             ? 'batches have ended: run `embatch download`'
             : r.strings.failedRetryable > 0
               ? `${r.strings.failedRetryable} strings failed for retryable reasons: run \`embatch retry\`, then \`embatch submit\``
-              : 'every batch is done and downloaded';
+              : r.strings.failedPermanent + r.strings.failedExhausted > 0
+                ? `every batch is done, but ${r.strings.failedPermanent + r.strings.failedExhausted} string(s) failed for good (${r.strings.failedPermanent} refused by the API, ${r.strings.failedExhausted} out of retries): \`embatch retry\` lists them with the API's messages`
+                : 'every batch is done and downloaded';
   return r;
 }
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { UsageError } from './errors.js';
-import { MODELS } from './models.js';
+import { dimensionsProblem, KNOWN_MODELS, modelInfo } from './models.js';
 
 const commaList = (item: z.ZodType<string>) =>
   z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()) : v), z.array(item));
@@ -102,6 +102,8 @@ export const configSchema = z
     // Ingest.
     work_dir: z.string().min(1).default('./embatch-work'),
     model: z.string().min(1).default('text-embedding-3-small'),
+    // An OpenAI-compatible server's own model names are refused unless this is set (a typo would cost a day).
+    allow_unknown_model: z.boolean().default(false),
     dimensions: z.number().int().min(1).max(65_535).nullable().default(null),
     encoding_format: z.enum(['float', 'base64']).default('base64'),
     embed_fields: commaList(z.string().min(1)).default(['composite', 'person', 'title', 'roles', 'subjects', 'genres']),
@@ -134,8 +136,10 @@ export const configSchema = z
       ctx.addIssue({ code: 'custom', path: ['embed_fields'], message: 'names a column twice' });
     if (!c.input.header && !c.input.columns)
       ctx.addIssue({ code: 'custom', path: ['input', 'columns'], message: 'is required when input.header is false' });
-    if (c.dimensions !== null && MODELS[c.model] && !MODELS[c.model]!.dimensionsParam)
-      ctx.addIssue({ code: 'custom', path: ['dimensions'], message: `is not supported by ${c.model}` });
+    if (!c.allow_unknown_model && !modelInfo(c.model))
+      ctx.addIssue({ code: 'custom', path: ['model'], message: `"${c.model}" is not a known embedding model (${KNOWN_MODELS.join(', ')}); for an OpenAI-compatible server's own model set allow_unknown_model: true` });
+    const dims = c.dimensions === null ? null : dimensionsProblem(c.model, c.dimensions);
+    if (dims) ctx.addIssue({ code: 'custom', path: ['dimensions'], message: dims });
   });
 
 export type Config = z.infer<typeof configSchema>;
@@ -256,9 +260,12 @@ function checkLayer(layer: Layer, where: string): void {
   if (!partial.success) throw configError(partial.error, where);
 }
 
-/** The smallest layer that passes the cross-field checks, so a layer is judged on its own keys only. */
+/**
+ * The smallest layer that passes the cross-field checks, so a layer is judged on its own keys only: the model checks
+ * need the merged config (a model in the file, dimensions from a flag), so a layer without a model is not judged on them.
+ */
 function defaultsSkeleton(): Layer {
-  return { input: { header: true } };
+  return { input: { header: true }, model: 'layer-without-a-model', allow_unknown_model: true };
 }
 
 function configError(error: z.ZodError, where: string): UsageError {

@@ -190,7 +190,8 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
       } catch (err) {
         if (err instanceof OpenAI.RateLimitError && (err.code === 'insufficient_quota' || err.type === 'insufficient_quota'))
           throw new EmbatchError('API_QUOTA', 'the OpenAI account has no quota left (insufficient_quota): add credit, then rerun; the strings embedded so far are kept', { cause: err });
-        if (err instanceof OpenAI.AuthenticationError) throw apiError(err, 'real-time embeddings');
+        // A wrong key or a model the API does not have: no retry can help, and every other request would fail alike.
+        if (err instanceof OpenAI.AuthenticationError || err instanceof OpenAI.NotFoundError) throw apiError(err, 'real-time embeddings');
         if (err instanceof OpenAI.RateLimitError) {
           s.rateLimited++;
           const h = err.headers;

@@ -591,12 +591,19 @@ export class StateStore {
 
   /**
    * Records failed strings: one read of their earlier failures so attempts count on, one write. A failure is queued
-   * for retry no longer; `seq` is the request file the line failed in (0 for real time and replays).
+   * for retry no longer; `seq` is the request file the line failed in (0 for real time and replays). The same failure
+   * of the same request file recorded again (a step rerun after a crash) is not another attempt.
    */
   async addFailures(failed: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]>): Promise<void> {
     if (!failed.length) return;
     const previous = await this.getFailures(failed.map(([id]) => id));
-    await this.failures.batch(failed.map(([id, f], i) => ({ type: 'put' as const, key: pad(id), value: { ...f, attempts: (previous[i]?.attempts ?? 0) + 1 } })));
+    await this.failures.batch(
+      failed.map(([id, f], i) => {
+        const p = previous[i];
+        const again = p !== undefined && f.seq !== 0 && p.seq === f.seq && p.code === f.code && p.retrySeq === undefined;
+        return { type: 'put' as const, key: pad(id), value: { ...f, attempts: (p?.attempts ?? 0) + (again ? 0 : 1) } };
+      }),
+    );
   }
 
   /** The strings succeeded after all: their failure records go. */

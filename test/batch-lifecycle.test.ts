@@ -270,3 +270,47 @@ test('under 429s, 500s, connection resets and a stalled download the cycle still
   assert.ok(retry.permanentSamples.every((p: { code: string; message: string }) => p.code === 'invalid_value' && p.message.length > 0));
   assert.ok((sim.stats.fault_429 ?? 0) + (sim.stats.fault_500 ?? 0) + (sim.stats.fault_reset ?? 0) > 0, JSON.stringify(sim.stats));
 });
+
+test('a batch that fails validation fails each of its strings with the batch\'s reason: status, retry and run say so', async (t) => {
+  // An OpenAI-compatible server's model name the simulator (like OpenAI) does not have: the batch fails as a whole.
+  const { work, cli, json } = await setup(t);
+  const env = { EMBATCH_MODEL: 'text-embeding-3-small', EMBATCH_ALLOW_UNKNOWN_MODEL: 'true' };
+  const r = await cli(['run', fixture('catalog.csv'), '--wait', '--sink', 'none', '--json', '--set', 'batch_poll_interval=0.2'], env);
+  assert.equal(r.code, 1, 'strings failed for good: not a success');
+  assert.match(r.stderr, /93 string\(s\) failed for good/);
+  const run = JSON.parse(r.stdout);
+  assert.equal(run.done, true, 'nothing left to do');
+  assert.equal(run.status.strings.failedPermanent, 93, 'every string of the file, none lost');
+  assert.equal(run.status.totals.failed, 93);
+  assert.match(run.status.jobs[0].error, /^model_not_found \(line 1\): The model `text-embeding-3-small` does not exist/);
+  assert.match(run.status.next, /93 string\(s\) failed for good \(93 refused by the API/);
+  const retry = await json(['retry'], env);
+  assert.equal(retry.requeued, 0, 'a permanent failure is not retried');
+  assert.equal(retry.permanent, 93);
+  assert.equal(retry.permanentSamples[0].code, 'model_not_found');
+  // Read again (a rerun of the same step after a crash) it is the same failure, not another attempt.
+  const { StateStore } = await import('../src/store.js');
+  const store = await StateStore.open(work);
+  try {
+    for await (const [, f] of store.failureRecords()) assert.equal(f.attempts, 1);
+  } finally {
+    await store.close();
+  }
+});
+
+test('cancel of a batch that has already ended is not an error: its state is read instead', async (t) => {
+  const { json, sim, client } = await setup(t, { engine: { linesPerSecond: 1 } });
+  await json(['prepare', fixture('catalog.csv')]);
+  await json(['submit']);
+  await until(() => json(['status']), (r) => r.jobs[0].status === 'in_progress');
+  // The batch ends at the API while the work directory still has it in progress.
+  sim.engine.options.linesPerSecond = 100_000;
+  await until(async () => (await allBatches(client))[0]!.status, (s) => s === 'completed');
+  const c = await json(['cancel']);
+  assert.deepEqual(c.cancelled, []);
+  assert.equal(c.alreadyEnded.length, 1);
+  const s = await json(['status', '--offline']);
+  assert.equal(s.totals.ended, 1, 'the stored state now says it ended');
+  assert.equal(s.jobs[0].status, 'completed');
+  assert.equal((sim.stats['POST /batches/{id}/cancel'] ?? 0), 1, 'asked once: a 409 is an answer, not retried');
+});

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../src/config.js';
@@ -70,7 +70,7 @@ test('an unknown key is a usage error naming the key and where it came from', (t
 test('a bad value names the key and what is wrong', (t) => {
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { max_requests_per_file: 60_000 } }), /command line.*max_requests_per_file/);
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { encoding_format: 'hex' } }), /encoding_format/);
-  rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { model: 'text-embedding-ada-002', dimensions: 256 } }), /dimensions: is not supported/);
+  rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { model: 'text-embedding-ada-002', dimensions: 256 } }), /dimensions: is not supported by text-embedding-ada-002/);
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { 'input.header': false } }), /input\.columns: is required/);
   rejects(() => loadConfig({ cwd: tempDir(t), env: noEnv, flags: { state_max_open_files: 8 } }), /state_max_open_files/);
 });
@@ -103,4 +103,25 @@ test('a config file holding a key that others can read draws a warning that does
   assert.ok(!r.stderr.includes('sk-config-secret-abcdef123456'));
   chmodSync(file, 0o600);
   assert.deepEqual(loadConfig({ cwd: dir, env: noEnv }).warnings, []);
+});
+
+test('the model must be one OpenAI has, and dimensions what it takes: both refused before anything is spent', async (t) => {
+  const cwd = tempDir(t);
+  rejects(() => loadConfig({ cwd, env: noEnv, flags: { model: 'text-embeding-3-small' } }), /model: "text-embeding-3-small" is not a known embedding model \(text-embedding-3-small, text-embedding-3-large, text-embedding-ada-002\); .*allow_unknown_model: true/);
+  rejects(() => loadConfig({ cwd, env: noEnv, flags: { dimensions: 1537 } }), /dimensions: can be at most 1536 for text-embedding-3-small/);
+  rejects(() => loadConfig({ cwd, env: noEnv, flags: { dimensions: 2.5 } }), /dimensions/);
+  rejects(() => loadConfig({ cwd, env: noEnv, flags: { dimensions: 0 } }), /dimensions/);
+  assert.equal(loadConfig({ cwd, env: noEnv, flags: { model: 'text-embedding-3-large', dimensions: 3072 } }).config.dimensions, 3072);
+  // The escape hatch for an OpenAI-compatible server's own models; the model and the flag may come from different layers.
+  const file = path.join(cwd, 'config.yml');
+  writeFileSync(file, 'model: my-local-model\nallow_unknown_model: true\n');
+  assert.equal(loadConfig({ cwd, env: { EMBATCH_DIMENSIONS: '4096' } }).config.dimensions, 4096);
+  writeFileSync(file, 'model: text-embedding-3-large\n');
+  assert.equal(loadConfig({ cwd, env: { EMBATCH_DIMENSIONS: '2000' } }).config.dimensions, 2000, 'judged against the file\'s model, not the default');
+  // Through the CLI: exit code 2 and the message, nothing written.
+  const work = path.join(tempDir(t), 'work');
+  const r = await runCli(['prepare', fixture('catalog.csv'), '--work-dir', work, '--model', 'text-embedding-3-smal']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /"text-embedding-3-smal" is not a known embedding model/);
+  assert.equal(existsSync(work), false);
 });

@@ -156,8 +156,7 @@ test('an existing collection with other dimensions is a clear error before anyth
 });
 
 test('objects Weaviate refuses are retried, then written to the rejects file with the server\'s message', { skip }, async (t) => {
-  // A model the tool does not know: no dimension check of its own, so Weaviate is the one to refuse the odd vector.
-  const { work, collection, json } = env(t, { EMBATCH_MODEL: 'my-own-model', EMBATCH_DIMENSIONS: 'null', EMBATCH_WEAVIATE__MAX_OBJECT_RETRIES: '1' });
+  const { work, collection, json } = env(t, { EMBATCH_WEAVIATE__MAX_OBJECT_RETRIES: '1' });
   await json(['run', fixture('collision.csv'), '--simulate', '--wait', '--embed-fields', 'person']);
   assert.equal(await count(collection), 2);
   const lines = readFileSync(path.join(work, 'results', 'batch_results_000001.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -165,7 +164,9 @@ test('objects Weaviate refuses are retried, then written to the rejects file wit
   short.response.body.data[0].embedding = float32Base64(new Float32Array(8).fill(0.5));
   const file = path.join(work, 'odd.jsonl');
   writeFileSync(file, JSON.stringify(short) + '\n');
-  const r = await json(['replay', file]);
+  // Replayed as an OpenAI-compatible server's own model, which the tool knows nothing of: no dimension check of its
+  // own, so Weaviate is the one to refuse the odd vector.
+  const r = await json(['replay', file], { EMBATCH_MODEL: 'my-own-model', EMBATCH_ALLOW_UNKNOWN_MODEL: 'true', EMBATCH_DIMENSIONS: 'null' });
   assert.equal(r.acked, 0);
   assert.equal(r.rejected, 1);
   assert.equal(r.objectRetries, 1, 'retried once before giving up');

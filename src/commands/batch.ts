@@ -112,9 +112,12 @@ export const cancelCommand: CommandModule<CommonArgs, ApiArgs & { batch?: string
   handler: async (args) => {
     const config = configFromArgs(args);
     const { cancelBatches } = await lifecycle();
-    const ids = await withCtx(args, config, (ctx) => cancelBatches(ctx, args.batch));
-    if (args.json) printJson({ command: 'cancel', cancelled: ids });
-    else log.info(ids.length ? `cancelling ${ids.join(', ')}; then: embatch download, embatch retry` : 'no active batch to cancel');
+    const s = await withCtx(args, config, (ctx) => cancelBatches(ctx, args.batch));
+    if (args.json) printJson({ command: 'cancel', ...s });
+    else {
+      if (s.alreadyEnded.length) log.info(`already ended, not cancelled: ${s.alreadyEnded.join(', ')}`);
+      log.info(s.cancelled.length ? `cancelling ${s.cancelled.join(', ')}; then: embatch download, embatch retry` : 'no active batch to cancel');
+    }
   },
 };
 
@@ -174,8 +177,12 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
     const result = await runPipeline(config, args);
     if (args.json) printJson({ command: 'run', ...result });
     else printStatus(result.status);
-    // Not done: polling gave up, or (real time) some strings failed; both need the user's attention.
-    if (!result.done && (!config.batch_manual_polling || result.realtime)) process.exitCode = 1;
+    // Not done: polling gave up, or (real time) some strings failed; both need the user's attention. So do strings
+    // that failed for good (refused by the API, or out of retries): an exit code of 0 means nothing failed.
+    const waited = !config.batch_manual_polling || result.realtime !== undefined;
+    const failedForGood = result.status.strings.failedPermanent + result.status.strings.failedExhausted;
+    if (waited && failedForGood > 0) log.warn(`${num(failedForGood)} string(s) failed for good; \`embatch retry\` lists them with the API's messages`);
+    if (waited && (!result.done || failedForGood > 0)) process.exitCode = 1;
   },
 };
 

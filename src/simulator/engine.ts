@@ -4,14 +4,14 @@
  * its state is worked out from its timestamps whenever it is read, and written back when it changes.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
-import { MODELS } from '../models.js';
+import { modelInfo } from '../models.js';
 import { hashEmbedding, toBase64 } from './embedding.js';
-import { validateBatchFile, type BatchError } from './validate.js';
+import { LineSpool } from './line-spool.js';
+import { validateBatchFile, validateEmbeddingBody, type BatchError, type CheckedBody } from './validate.js';
 
 export interface EngineOptions {
   /** Seconds a batch spends validating. */
@@ -87,6 +87,13 @@ interface BatchRecord {
   t: { created: number; inProgress?: number; cancelling?: number };
   tokens: number;
   seed: number;
+  /** 0-based numbers of the lines whose body the endpoint refuses: they fail with a 400 line, the batch goes on. */
+  refused?: number[];
+}
+
+/** Why a batch cannot be cancelled: its status. */
+export class CancelConflict {
+  constructor(readonly status: BatchStatus) {}
 }
 
 const now = () => Date.now() / 1000;
@@ -135,17 +142,26 @@ export class SimulatorEngine {
     return true;
   }
 
-  listFiles(purpose?: string): FileObject[] {
-    return readdirSync(path.join(this.dir, 'files'))
+  /** A page of files, as GET /v1/files gives it: by created_at (newest first unless `order` is asc), after the id `after`. */
+  listFiles(query: { purpose?: string | undefined; limit: number; after?: string | undefined; order: 'asc' | 'desc' }): { data: FileObject[]; has_more: boolean } {
+    const sign = query.order === 'asc' ? 1 : -1;
+    const all = readdirSync(path.join(this.dir, 'files'))
       .filter((n) => n.endsWith('.json'))
       .map((n) => readJson<FileObject>(path.join(this.dir, 'files', n))!)
-      .filter((f) => f && (!purpose || f.purpose === purpose))
-      .sort((a, b) => b.created_at - a.created_at);
+      .filter((f) => f && (!query.purpose || f.purpose === query.purpose))
+      .sort((a, b) => sign * (a.created_at - b.created_at || (a.id < b.id ? -1 : 1)));
+    const start = query.after ? all.findIndex((f) => f.id === query.after) + 1 : 0;
+    return { data: all.slice(start, start + query.limit), has_more: start + query.limit < all.length };
   }
 
   // --- batches ---
 
   #batchPath = (id: string) => path.join(this.dir, 'batches', `${id}.json`);
+  /**
+   * The batch's own copy of its input file (a hard link), taken at creation: the service keeps what it was given, so
+   * deleting the input file later changes nothing for the batch (before, every later read of it failed with a 500).
+   */
+  #inputPath = (id: string) => path.join(this.dir, 'batches', `${id}.input`);
 
   createBatch(params: { input_file_id: string; endpoint: string; completion_window: string; metadata?: Record<string, string> | null }): BatchObject {
     const t = now();
@@ -174,6 +190,11 @@ export class SimulatorEngine {
       model: null,
       usage: null,
     };
+    try {
+      linkSync(this.contentPath(params.input_file_id), this.#inputPath(id));
+    } catch {
+      copyFileSync(this.contentPath(params.input_file_id), this.#inputPath(id));
+    }
     this.#save({ batch, t: { created: t }, tokens: 0, seed: parseInt(createHash('sha1').update(id).digest('hex').slice(0, 8), 16) });
     return batch;
   }
@@ -199,18 +220,21 @@ export class SimulatorEngine {
     return { data: page.map((r) => r.batch), has_more: start + limit < all.length };
   }
 
-  async cancelBatch(id: string): Promise<BatchObject | undefined> {
+  /**
+   * Cancels a batch that is still running. One that has ended answers 409 at OpenAI ("Cannot cancel a batch with status
+   * 'completed'.", recorded); one already cancelling is taken to answer the same (not verified).
+   */
+  async cancelBatch(id: string): Promise<BatchObject | CancelConflict | undefined> {
     const record = readJson<BatchRecord>(this.#batchPath(id));
     if (!record) return undefined;
     await this.#advance(record);
     const b = record.batch;
-    if (b.status === 'validating' || b.status === 'in_progress' || b.status === 'finalizing') {
-      const t = now();
-      b.status = 'cancelling';
-      b.cancelling_at = Math.floor(t);
-      record.t.cancelling = t;
-      this.#save(record);
-    }
+    if (b.status !== 'validating' && b.status !== 'in_progress' && b.status !== 'finalizing') return new CancelConflict(b.status);
+    const t = now();
+    b.status = 'cancelling';
+    b.cancelling_at = Math.floor(t);
+    record.t.cancelling = t;
+    this.#save(record);
     return b;
   }
 
@@ -243,9 +267,8 @@ export class SimulatorEngine {
 
     if (b.status === 'validating' && t >= record.t.created + o.validatingSeconds) {
       changed = true;
-      const inputPath = this.contentPath(b.input_file_id);
-      const file = this.getFile(b.input_file_id);
-      const v = file ? await validateBatchFile(inputPath, file.bytes, b.endpoint) : { errors: [{ code: 'invalid_file', message: `No such file: ${b.input_file_id}`, param: 'input_file_id', line: null }], lines: 0, inputs: 0, tokens: 0, model: undefined };
+      const inputPath = this.#batchInput(b);
+      const v = await validateBatchFile(inputPath, statSync(inputPath).size, b.endpoint);
       const at = record.t.created + o.validatingSeconds;
       b.model = v.model ?? null;
       if (!v.errors.length && v.model) {
@@ -265,6 +288,7 @@ export class SimulatorEngine {
         record.t.inProgress = at;
         b.request_counts.total = v.lines;
         record.tokens = v.tokens;
+        if (v.refused.length) record.refused = v.refused;
       }
     }
 
@@ -312,76 +336,69 @@ export class SimulatorEngine {
 
   #countFates(record: BatchRecord, done: number): { completed: number; failed: number } {
     let failed = 0;
-    if (this.options.lineServerErrorRate + this.options.lineBadRequestRate > 0) for (let i = 0; i < done; i++) if (this.#fate(record, i) !== 'ok') failed++;
+    const refused = new Set(record.refused);
+    if (this.options.lineServerErrorRate + this.options.lineBadRequestRate > 0 || refused.size) for (let i = 0; i < done; i++) if (refused.has(i) || this.#fate(record, i) !== 'ok') failed++;
     return { completed: done - failed, failed };
   }
 
+  /** The input a batch reads: its own copy, or (a batch of an older simulator directory) the uploaded file. */
+  #batchInput(b: BatchObject): string {
+    const own = this.#inputPath(b.id);
+    return existsSync(own) ? own : this.contentPath(b.input_file_id);
+  }
+
   /**
-   * Writes the output file (successful lines) and the error file (failed lines, and batch_expired / batch_cancelled
-   * for lines never run), shuffled within windows of 512 lines since OpenAI keeps no order, and ends the batch.
+   * Writes the output file (successful lines) and the error file (failed lines, lines whose body the endpoint refuses,
+   * and batch_expired / batch_cancelled for lines never run), then ends the batch. OpenAI keeps no order in these files,
+   * so the lines come out in a full shuffle, seeded by the batch (see #shuffleInto): a reader that only works on lines
+   * in input order fails here as it would against the real API.
    */
   async #finish(record: BatchRecord, status: 'completed' | 'expired' | 'cancelled', done: number, at: number): Promise<void> {
     const b = record.batch;
     // Ids fixed by the batch: two processes finishing the same batch write the same files.
     const out = this.beginFile(`file-out-${b.id.slice('batch_'.length)}`);
     const err = this.beginFile(`file-err-${b.id.slice('batch_'.length)}`);
-    const outStream = createWriteStream(out.tempPath);
-    const errStream = createWriteStream(err.tempPath);
-    let outLines = 0;
-    let errLines = 0;
+    const scratch = `${out.tempPath}.unshuffled`;
+    const lines = new LineSpool(scratch);
     let usage = 0;
-    let window: Array<[boolean, string]> = [];
-    let shuffle = record.seed || 1;
-    const flush = async () => {
-      for (let i = window.length - 1; i > 0; i--) {
-        shuffle = (Math.imul(shuffle, 1103515245) + 12345) >>> 0;
-        const j = shuffle % (i + 1);
-        [window[i], window[j]] = [window[j]!, window[i]!];
-      }
-      let o = '';
-      let e = '';
-      for (const [ok, line] of window) {
-        if (ok) o += line + '\n';
-        else e += line + '\n';
-      }
-      if (o && !outStream.write(o)) await once(outStream, 'drain');
-      if (e && !errStream.write(e)) await once(errStream, 'drain');
-      window = [];
-    };
-    if (b.input_file_id && b.request_counts.total > 0) {
+    const refused = new Set(record.refused);
+    if (b.request_counts.total > 0) {
       let i = -1;
-      const lines = createInterface({ input: createReadStream(this.contentPath(b.input_file_id)), crlfDelay: Infinity });
-      for await (const text of lines) {
+      const input = createInterface({ input: createReadStream(this.#batchInput(b)), crlfDelay: Infinity });
+      for await (const text of input) {
         if (!text.trim()) continue;
         i++;
-        const req = JSON.parse(text) as { custom_id: string; body: { model: string; input: string | string[]; encoding_format?: string; dimensions?: number } };
+        const req = JSON.parse(text) as { custom_id: string; body: EmbeddingBody };
         const reqId = `req_${createHash('sha1').update(`${b.id}:${i}`).digest('hex').slice(0, 24)}`;
         const base = { id: `batch_req_${createHash('sha1').update(`${b.id}/${i}`).digest('hex').slice(0, 24)}`, custom_id: req.custom_id };
-        if (i >= done) {
+        const checked = i < done ? validateEmbeddingBody(req.body) : undefined;
+        if (!checked) {
           const code = status === 'expired' ? 'batch_expired' : 'batch_cancelled';
           const message = status === 'expired' ? 'This request could not be executed before the completion window expired.' : 'This request was not executed because the batch was cancelled.';
-          window.push([false, JSON.stringify({ ...base, response: null, error: { code, message } })]);
-          errLines++;
+          await lines.add(false, JSON.stringify({ ...base, response: null, error: { code, message } }));
+        } else if (checked.error || refused.has(i)) {
+          // As recorded for real batches: the endpoint's error body under response, status 400, error null.
+          const e = checked.error ?? { status: 400, message: 'The request was refused.', type: 'invalid_request_error', code: null, param: null };
+          await lines.add(false, JSON.stringify({ ...base, response: { status_code: e.status, request_id: reqId, body: { error: { message: e.message, type: e.type, param: e.param, code: e.code } } }, error: null }));
         } else {
           const fate = this.#fate(record, i);
           if (fate !== 'ok') {
             const body = fate === 500 ? { error: { message: 'The server had an error while processing your request. Sorry about that!', type: 'server_error', param: null, code: null } } : { error: { message: "Invalid 'input': the request was rejected by the simulator's bad-request fault.", type: 'invalid_request_error', param: 'input', code: 'invalid_value' } };
-            window.push([false, JSON.stringify({ ...base, response: { status_code: fate, request_id: reqId, body }, error: null })]);
-            errLines++;
+            await lines.add(false, JSON.stringify({ ...base, response: { status_code: fate, request_id: reqId, body }, error: null }));
           } else {
-            const line = embeddingResponse(req.body);
+            const line = embeddingResponse(req.body, checked);
             usage += line.usage.total_tokens;
-            window.push([true, JSON.stringify({ ...base, response: { status_code: 200, request_id: reqId, body: line }, error: null })]);
-            outLines++;
+            await lines.add(true, JSON.stringify({ ...base, response: { status_code: 200, request_id: reqId, body: line }, error: null }));
           }
         }
-        if (window.length >= 512) await flush();
       }
     }
-    await flush();
-    await Promise.all([new Promise<void>((r) => outStream.end(() => r())), new Promise<void>((r) => errStream.end(() => r()))]);
+    await lines.close();
+    const { ok: outLines, failed: errLines } = await lines.shuffleInto(out.tempPath, err.tempPath, record.seed);
+    rmSync(scratch, { force: true });
     b.output_file_id = outLines ? this.commitFile(out.id, out.tempPath, 'batch_output.jsonl', 'batch_output').id : null;
     b.error_file_id = errLines ? this.commitFile(err.id, err.tempPath, 'batch_error.jsonl', 'batch_output').id : null;
+    for (const p of [out.tempPath, err.tempPath]) rmSync(p, { force: true });
     b.status = status;
     if (status === 'completed') b.completed_at = Math.floor(at);
     if (status === 'expired') b.expired_at = Math.floor(at);
@@ -393,17 +410,27 @@ export class SimulatorEngine {
 
 const asText = { disallowedSpecial: new Set<string>() };
 
-/** The body of a successful /v1/embeddings response for a request body. */
-export function embeddingResponse(body: { model: string; input: string | string[]; encoding_format?: string; dimensions?: number }) {
-  const inputs = typeof body.input === 'string' ? [body.input] : body.input;
-  const dims = body.dimensions ?? MODELS[body.model]?.defaultDimensions ?? 1536;
+export interface EmbeddingBody {
+  model: string;
+  input: string | string[] | number[] | number[][];
+  encoding_format?: string;
+  dimensions?: number;
+}
+
+/**
+ * The body of a successful /v1/embeddings response for a request body (already validated: `checked` has its texts
+ * and token counts). The model answers under its response name (ada-002 as "text-embedding-ada-002-v2", recorded).
+ */
+export function embeddingResponse(body: EmbeddingBody, checked: CheckedBody = validateEmbeddingBody(body)) {
+  const info = modelInfo(body.model);
+  const dims = body.dimensions ?? info?.nativeDimensions ?? 1536;
   let tokens = 0;
-  const data = inputs.map((text, index) => {
-    tokens += countTokens(text, asText);
+  const data = checked.inputs.map((text, index) => {
+    tokens += checked.tokens[index] ?? countTokens(text, asText);
     const v = hashEmbedding(text, dims);
     return { object: 'embedding' as const, index, embedding: body.encoding_format === 'base64' ? toBase64(v) : Array.from(v) };
   });
-  return { object: 'list' as const, data, model: body.model, usage: { prompt_tokens: tokens, total_tokens: tokens } };
+  return { object: 'list' as const, data, model: info?.responseModel ?? body.model, usage: { prompt_tokens: tokens, total_tokens: tokens } };
 }
 
 function readJson<T>(file: string): T | undefined {

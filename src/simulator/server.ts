@@ -10,7 +10,8 @@ import { createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream/promises';
-import { DEFAULT_ENGINE, embeddingResponse, SimulatorEngine, type EngineOptions } from './engine.js';
+import { randomBytes } from 'node:crypto';
+import { CancelConflict, DEFAULT_ENGINE, embeddingResponse, SimulatorEngine, type EmbeddingBody, type EngineOptions } from './engine.js';
 import { validateEmbeddingBody } from './validate.js';
 
 export interface FaultOptions {
@@ -31,7 +32,11 @@ export interface FaultOptions {
 
 export const NO_FAULTS: FaultOptions = { rate429: 0, retryAfterSeconds: 1, rate500: 0, rateReset: 0, rateStall: 0, rateTruncate: 0, truncateFirstDownloads: 0, seed: 42 };
 
-/** The account's real-time limits on /v1/embeddings, enforced as OpenAI does: 429 with x-ratelimit-* headers. */
+/**
+ * The account's real-time limits on /v1/embeddings, enforced as OpenAI does: 429 with x-ratelimit-* headers, which
+ * every answer carries. Unset, they are OpenAI's tier-5 embedding limits (10,000 RPM, 10,000,000 TPM): every account
+ * has some.
+ */
 export interface RateLimitOptions {
   rpm: number | null;
   tpm: number | null;
@@ -75,8 +80,10 @@ class HttpError extends Error {
 export async function startSimulator(options: SimulatorOptions, port = 0, host = '127.0.0.1'): Promise<RunningSimulator> {
   const engine = new SimulatorEngine(options.dir, { ...DEFAULT_ENGINE, ...options.engine });
   const limits: RateLimitOptions = { rpm: null, tpm: null, quotaTokens: null, rejectInputsContaining: null, ...options.limits };
-  const requestBucket = limits.rpm ? new Bucket(limits.rpm) : undefined;
-  const tokenBucket = limits.tpm ? new Bucket(limits.tpm) : undefined;
+  const rpm = limits.rpm ?? DEFAULT_RPM;
+  const tpm = limits.tpm ?? DEFAULT_TPM;
+  const requestBucket = new Bucket(rpm);
+  const tokenBucket = new Bucket(tpm);
   let tokensUsed = 0;
   const faults: FaultOptions = { ...NO_FAULTS, ...options.faults };
   const stats: Record<string, number> = {};
@@ -96,6 +103,8 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Every answer of the real API carries one (the SDK exposes it as _request_id).
+    res.setHeader('x-request-id', `req_${randomBytes(16).toString('hex')}`);
     const url = new URL(req.url ?? '/', 'http://simulator');
     const route = url.pathname.replace(/^\/v1/, '');
     bump(`${req.method} ${route.replace(/\/(file|batch)[-_][0-9a-z-]+/g, '/{id}')}`);
@@ -126,7 +135,7 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
 
     let m: RegExpExecArray | null;
     if (req.method === 'POST' && route === '/files') return upload(req, res);
-    if (req.method === 'GET' && route === '/files') return send(res, 200, { object: 'list', data: engine.listFiles(url.searchParams.get('purpose') ?? undefined), has_more: false });
+    if (req.method === 'GET' && route === '/files') return listFiles(url.searchParams, res);
     if ((m = /^\/files\/([^/]+)$/.exec(route))) {
       if (req.method === 'GET') return send(res, 200, engine.getFile(m[1]!) ?? notFound('file', m[1]!));
       if (req.method === 'DELETE') return engine.deleteFile(m[1]!) ? send(res, 200, { id: m[1], object: 'file', deleted: true }) : notFound('file', m[1]!);
@@ -139,9 +148,24 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
       return send(res, 200, { object: 'list', data: page.data, first_id: page.data[0]?.id ?? null, last_id: page.data.at(-1)?.id ?? null, has_more: page.has_more });
     }
     if (req.method === 'GET' && (m = /^\/batches\/([^/]+)$/.exec(route))) return send(res, 200, (await engine.getBatch(m[1]!)) ?? notFound('batch', m[1]!));
-    if (req.method === 'POST' && (m = /^\/batches\/([^/]+)\/cancel$/.exec(route))) return send(res, 200, (await engine.cancelBatch(m[1]!)) ?? notFound('batch', m[1]!));
+    if (req.method === 'POST' && (m = /^\/batches\/([^/]+)\/cancel$/.exec(route))) {
+      const cancelled = (await engine.cancelBatch(m[1]!)) ?? notFound('batch', m[1]!);
+      // Recorded: 409, code null.
+      if (cancelled instanceof CancelConflict) throw new HttpError(409, `Cannot cancel a batch with status '${cancelled.status}'.`, 'invalid_request_error');
+      return send(res, 200, cancelled);
+    }
     if (req.method === 'POST' && route === '/embeddings') return embeddings(await readJsonBody(req), res);
     throw new HttpError(404, `Invalid URL (${req.method} ${url.pathname})`);
+  }
+
+  /** GET /v1/files: `limit` 1-10,000 (default 10,000), `after`, `order` (desc by default), `purpose`. */
+  function listFiles(q: URLSearchParams, res: ServerResponse): void {
+    const limit = Number(q.get('limit') ?? 10_000);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new HttpError(400, `Invalid 'limit': integer below minimum value or above maximum value. Expected a value between 1 and 10000, but got ${q.get('limit')} instead.`, 'invalid_request_error', 'invalid_value', 'limit');
+    const order = q.get('order') ?? 'desc';
+    if (order !== 'asc' && order !== 'desc') throw new HttpError(400, `Invalid value for 'order': expected 'asc' or 'desc'.`, 'invalid_request_error', 'invalid_value', 'order');
+    const page = engine.listFiles({ purpose: q.get('purpose') ?? undefined, limit, after: q.get('after') ?? undefined, order });
+    send(res, 200, { object: 'list', data: page.data, first_id: page.data[0]?.id ?? null, last_id: page.data.at(-1)?.id ?? null, has_more: page.has_more });
   }
 
   async function upload(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -216,8 +240,17 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
   }
 
   function embeddings(body: Record<string, unknown>, res: ServerResponse): void {
+    const headers = () => {
+      res.setHeader('x-ratelimit-limit-requests', String(rpm));
+      res.setHeader('x-ratelimit-remaining-requests', String(Math.max(0, Math.floor(requestBucket.level()))));
+      res.setHeader('x-ratelimit-reset-requests', `${Math.ceil(requestBucket.msUntil(rpm))}ms`);
+      res.setHeader('x-ratelimit-limit-tokens', String(tpm));
+      res.setHeader('x-ratelimit-remaining-tokens', String(Math.max(0, Math.floor(tokenBucket.level()))));
+      res.setHeader('x-ratelimit-reset-tokens', `${Math.ceil(tokenBucket.msUntil(tpm))}ms`);
+    };
+    headers();
     const checked = validateEmbeddingBody(body);
-    if (checked.error) throw new HttpError(400, checked.error.message, 'invalid_request_error', checked.error.code, checked.error.param);
+    if (checked.error) throw new HttpError(checked.error.status, checked.error.message, checked.error.type, checked.error.code, checked.error.param);
     const tokens = checked.tokens.reduce((a, b) => a + b, 0);
     const marker = limits.rejectInputsContaining;
     const bad = marker === null ? -1 : checked.inputs.findIndex((t) => t.includes(marker));
@@ -230,36 +263,23 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
       throw new HttpError(429, 'You exceeded your current quota, please check your plan and billing details.', 'insufficient_quota', 'insufficient_quota');
     }
     // Both limits are checked before either is charged, as a request either runs or is refused whole.
-    const waitRequests = requestBucket?.waitFor(1) ?? 0;
-    const waitTokens = tokenBucket?.waitFor(tokens) ?? 0;
-    const headers = () => {
-      if (requestBucket) {
-        res.setHeader('x-ratelimit-limit-requests', String(limits.rpm));
-        res.setHeader('x-ratelimit-remaining-requests', String(Math.floor(requestBucket.level())));
-        res.setHeader('x-ratelimit-reset-requests', `${Math.ceil(requestBucket.msUntil(limits.rpm!))}ms`);
-      }
-      if (tokenBucket) {
-        res.setHeader('x-ratelimit-limit-tokens', String(limits.tpm));
-        res.setHeader('x-ratelimit-remaining-tokens', String(Math.floor(tokenBucket.level())));
-        res.setHeader('x-ratelimit-reset-tokens', `${Math.ceil(tokenBucket.msUntil(limits.tpm!))}ms`);
-      }
-    };
+    const waitRequests = requestBucket.waitFor(1);
+    const waitTokens = tokenBucket.waitFor(tokens);
     if (waitRequests > 0 || waitTokens > 0) {
       bump('rate_limited');
-      headers();
       const wait = Math.max(waitRequests, waitTokens);
       res.setHeader('retry-after-ms', String(Math.ceil(wait)));
       res.setHeader('retry-after', String(Math.max(1, Math.ceil(wait / 1000))));
-      throw new HttpError(429, `Rate limit reached for ${String(body.model)} in organization org-simulator on ${waitTokens > 0 ? `tokens per min (TPM): Limit ${limits.tpm}` : `requests per min (RPM): Limit ${limits.rpm}`}. Please try again in ${Math.ceil(wait)}ms.`, 'tokens', 'rate_limit_exceeded');
+      throw new HttpError(429, `Rate limit reached for ${String(body.model)} in organization org-simulator on ${waitTokens > 0 ? `tokens per min (TPM): Limit ${tpm}` : `requests per min (RPM): Limit ${rpm}`}. Please try again in ${Math.ceil(wait)}ms.`, 'tokens', 'rate_limit_exceeded');
     }
-    requestBucket?.take(1);
-    tokenBucket?.take(tokens);
+    requestBucket.take(1);
+    tokenBucket.take(tokens);
     tokensUsed += tokens;
     bump('embeddings_ok');
     stats.embedding_tokens = (stats.embedding_tokens ?? 0) + tokens;
     stats.embedding_inputs = (stats.embedding_inputs ?? 0) + checked.inputs.length;
     headers();
-    send(res, 200, embeddingResponse(body as unknown as Parameters<typeof embeddingResponse>[0]));
+    send(res, 200, embeddingResponse(body as unknown as EmbeddingBody, checked));
   }
 
   function notFound(kind: string, id: string): never {
@@ -282,6 +302,10 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
       }),
   };
 }
+
+/** OpenAI's tier-5 limits for the embedding models, the simulator's when none are set. */
+const DEFAULT_RPM = 10_000;
+const DEFAULT_TPM = 10_000_000;
 
 /** A token bucket that refills continuously to `perMinute` over a minute, as OpenAI's limits do. */
 class Bucket {

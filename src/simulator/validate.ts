@@ -1,11 +1,19 @@
 /**
- * Validation of a Batch API input file for /v1/embeddings, as OpenAI does it: line and size caps, JSON lines, url
- * equal to the endpoint, unique custom_ids, one model, non-empty inputs, token caps. Streams the file; the only thing
- * held is the set of custom_ids, at most 50,000 of them.
+ * What the simulator accepts, as OpenAI does (`../shared/notes/openai-batch.md` section 5 and the published OpenAPI
+ * description): one request body for /v1/embeddings, and a Batch API input file. Answers marked "recorded" are the
+ * exact text of a captured real answer; the others follow the OpenAPI description, and where its wording is not known
+ * the comment says so and the closest documented form is used.
+ *
+ * A batch input file is checked as a file (line and size caps, JSON lines, url equal to the endpoint, unique
+ * custom_ids, one model that exists): any of those fails the whole batch. A line whose body the endpoint would refuse
+ * (an empty input, too many tokens, dimensions the model does not take, an unknown parameter) does not: it becomes a
+ * 400 line in the error file, as recorded for real batches. Streams the file; the only things held are the custom_ids
+ * (at most 50,000) and the numbers of the lines whose bodies are refused.
  */
-import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
+import { countTokens, decode } from 'gpt-tokenizer/encoding/cl100k_base';
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { dimensionsProblem, modelInfo } from '../models.js';
 
 export const LIMITS = {
   maxLines: 50_000,
@@ -15,6 +23,18 @@ export const LIMITS = {
   maxInputsPerRequest: 2048,
   maxTokensPerRequest: 300_000,
 };
+
+/** The body parameters /v1/embeddings takes (CreateEmbeddingRequest, additionalProperties: false). */
+const EMBEDDING_PARAMS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user']);
+
+/** An answer the endpoint gives instead of embeddings: HTTP status and OpenAI's error object. */
+export interface ApiErrorSpec {
+  status: number;
+  message: string;
+  type: string;
+  code: string | null;
+  param: string | null;
+}
 
 export interface BatchError {
   code: string;
@@ -29,42 +49,110 @@ export interface Validation {
   inputs: number;
   tokens: number;
   model: string | undefined;
+  /** 0-based numbers of the lines whose body the endpoint refuses (they end as 400 lines in the error file). */
+  refused: number[];
+}
+
+export interface CheckedBody {
+  error?: ApiErrorSpec;
+  /** The texts to embed (token-id inputs decoded to their text). */
+  inputs: string[];
+  tokens: number[];
 }
 
 const asText = { disallowedSpecial: new Set<string>() };
+const invalid = (message: string, param: string | null = null, code: string | null = null, status = 400): ApiErrorSpec => ({ status, message, type: 'invalid_request_error', code, param });
 
-/** Validates one request body for /v1/embeddings; returns the error and the token count. */
-export function validateEmbeddingBody(body: unknown): { error?: { code: string; message: string; param: string }; inputs: string[]; tokens: number[] } {
-  const b = body as { model?: unknown; input?: unknown; encoding_format?: unknown; dimensions?: unknown } | null;
-  if (!b || typeof b !== 'object') return { error: { code: 'invalid_request', message: 'The body must be a JSON object.', param: 'body' }, inputs: [], tokens: [] };
-  if (typeof b.model !== 'string' || !b.model) return { error: { code: 'missing_required_parameter', message: "Missing required parameter: 'model'.", param: 'model' }, inputs: [], tokens: [] };
-  const inputs = typeof b.input === 'string' ? [b.input] : Array.isArray(b.input) && b.input.every((s) => typeof s === 'string') ? (b.input as string[]) : undefined;
-  if (!inputs || inputs.length === 0) return { error: { code: 'invalid_type', message: "'input' must be a string or a non-empty array of strings.", param: 'input' }, inputs: [], tokens: [] };
-  if (inputs.length > LIMITS.maxInputsPerRequest) return { error: { code: 'invalid_value', message: `'input' has ${inputs.length} entries; at most ${LIMITS.maxInputsPerRequest} are allowed.`, param: 'input' }, inputs, tokens: [] };
+/** The error /v1/embeddings gives for a model it does not have (recorded). */
+export function modelNotFound(model: string): ApiErrorSpec {
+  return invalid(`The model \`${model}\` does not exist or you do not have access to it.`, null, 'model_not_found', 404);
+}
+
+/** Validates one request body for /v1/embeddings: the error the endpoint would answer, or the inputs and their tokens. */
+export function validateEmbeddingBody(body: unknown): CheckedBody {
+  const none = (error: ApiErrorSpec): CheckedBody => ({ error, inputs: [], tokens: [] });
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return none(invalid('We could not parse the JSON body of your request.'));
+  const b = body as Record<string, unknown>;
+  // Recorded: "Unrecognized request argument supplied: foo", code null.
+  const unknown = Object.keys(b).find((k) => !EMBEDDING_PARAMS.has(k));
+  if (unknown !== undefined) return none(invalid(`Unrecognized request argument supplied: ${unknown}`));
+  // Wording not verified; the parameter is required by the OpenAPI description.
+  if (typeof b.model !== 'string' || !b.model) return none(invalid('you must provide a model parameter', 'model'));
+  const info = modelInfo(b.model);
+  if (!info) return none(modelNotFound(b.model));
+  const inputs = readInputs(b.input);
+  if (typeof inputs === 'string') return none(invalid(inputs, 'input'));
   if (b.encoding_format !== undefined && b.encoding_format !== 'float' && b.encoding_format !== 'base64')
-    return { error: { code: 'invalid_value', message: "'encoding_format' must be 'float' or 'base64'.", param: 'encoding_format' }, inputs, tokens: [] };
+    return none(invalid(`Invalid value: '${String(b.encoding_format)}'. Supported values are: 'float' and 'base64'.`, 'encoding_format', 'invalid_value'));
+  if (b.user !== undefined && typeof b.user !== 'string') return none(invalid(`Invalid type for 'user': expected a string, but got ${typeName(b.user)} instead.`, 'user', 'invalid_type'));
+  if (b.dimensions !== undefined && b.dimensions !== null) {
+    // Recorded for ada-002: "This model does not support specifying dimensions."; the other wordings are not verified
+    // (the OpenAPI description says: an integer, minimum 1, text-embedding-3 and later models only).
+    if (!info.dimensionsParam) return none(invalid('This model does not support specifying dimensions.', 'dimensions'));
+    if (typeof b.dimensions !== 'number' || !Number.isInteger(b.dimensions)) return none(invalid(`Invalid type for 'dimensions': expected an integer, but got ${typeName(b.dimensions)} instead.`, 'dimensions', 'invalid_type'));
+    const problem = dimensionsProblem(b.model, b.dimensions);
+    if (problem) return none(invalid(`Invalid value for 'dimensions': ${b.dimensions} ${problem}.`, 'dimensions', 'invalid_value'));
+  }
   const tokens: number[] = [];
   let total = 0;
-  for (const [i, text] of inputs.entries()) {
-    if (text === '') return { error: { code: 'invalid_value', message: `'input[${i}]' is empty; empty strings are not allowed.`, param: 'input' }, inputs, tokens };
-    const n = countTokens(text, asText);
+  for (const input of inputs) {
+    const n = typeof input === 'string' ? countTokens(input, asText) : input.length;
     if (n > LIMITS.maxTokensPerInput)
-      return { error: { code: 'context_length_exceeded', message: `This model's maximum context length is ${LIMITS.maxTokensPerInput} tokens, however you requested ${n} tokens in input ${i}.`, param: 'input' }, inputs, tokens };
+      // Recorded, with its odd punctuation.
+      return { error: invalid(`This model's maximum context length is ${LIMITS.maxTokensPerInput} tokens, however you requested ${n} tokens (${n} in your prompt; 0 for the completion). Please reduce your prompt; or completion length.`), inputs: [], tokens };
     tokens.push(n);
     total += n;
   }
-  if (total > LIMITS.maxTokensPerRequest)
-    return { error: { code: 'max_tokens_per_request', message: `Requested ${total} tokens, max ${LIMITS.maxTokensPerRequest} tokens per request.`, param: 'input' }, inputs, tokens };
-  return { inputs, tokens };
+  // Recorded (LangChain PR #33668): "Requested 673477 tokens, max 300000 tokens per request".
+  if (total > LIMITS.maxTokensPerRequest) return { error: invalid(`Requested ${total} tokens, max ${LIMITS.maxTokensPerRequest} tokens per request`, null, 'max_tokens_per_request'), inputs: [], tokens };
+  return { inputs: inputs.map((i) => (typeof i === 'string' ? i : tokenText(i))), tokens };
 }
 
+/**
+ * The inputs of a body: a string, an array of strings, an array of token ids, or an array of token-id arrays (all four
+ * legal per the OpenAPI description, at most 2,048 entries), or why they are not. Wordings not verified.
+ */
+function readInputs(input: unknown): Array<string | number[]> | string {
+  if (input === undefined) return "Missing required parameter: 'input'.";
+  if (typeof input === 'string') return input === '' ? "'$.input' is invalid: an input cannot be an empty string." : [input];
+  if (!Array.isArray(input) || input.length === 0) return "'$.input' is invalid: expected a string or a non-empty array of strings or token ids.";
+  if (input.length > LIMITS.maxInputsPerRequest) return `'$.input' is invalid: ${input.length} entries, at most ${LIMITS.maxInputsPerRequest} are allowed.`;
+  if (input.every(isTokenId)) return [input as number[]];
+  const out: Array<string | number[]> = [];
+  for (const [i, item] of input.entries()) {
+    if (typeof item === 'string') {
+      if (item === '') return `'$.input[${i}]' is invalid: an input cannot be an empty string.`;
+      out.push(item);
+    } else if (Array.isArray(item) && item.length > 0 && item.every(isTokenId)) out.push(item as number[]);
+    else return `'$.input[${i}]' is invalid: expected a string or an array of token ids.`;
+  }
+  return out;
+}
+
+const isTokenId = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 0;
+const typeName = (x: unknown) => (x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x === 'number' ? 'a number' : `a ${typeof x}`);
+
+/** The text of token ids (so a string and its tokens get the same vector); ids outside the vocabulary hash as they are. */
+function tokenText(ids: number[]): string {
+  try {
+    return decode(ids);
+  } catch {
+    return `tokens:${ids.join(',')}`;
+  }
+}
+
+/**
+ * Validates a Batch API input file as a file. Error codes: `invalid_url` and `model_not_found` (param "body.model",
+ * with the line) are recorded; the others (invalid_json_line, duplicate_custom_id, mismatched_model, ...) are the
+ * names OpenAI-compatible servers use, not verified against OpenAI.
+ */
 export async function validateBatchFile(file: string, bytes: number, endpoint: string): Promise<Validation> {
-  const v: Validation = { errors: [], lines: 0, inputs: 0, tokens: 0, model: undefined };
+  const v: Validation = { errors: [], lines: 0, inputs: 0, tokens: 0, model: undefined, refused: [] };
   const fail = (code: string, message: string, line: number | null, param: string | null = null) => {
     if (v.errors.length < 10) v.errors.push({ code, message, param, line });
   };
   if (bytes > LIMITS.maxBytes) {
-    fail('file_too_large', `The input file is ${bytes} bytes; the maximum is ${LIMITS.maxBytes}.`, null);
+    fail('file_too_large', `The batch input file is larger than the ${LIMITS.maxBytes} maximum.`, null);
     return v;
   }
   const ids = new Set<string>();
@@ -80,20 +168,26 @@ export async function validateBatchFile(file: string, bytes: number, endpoint: s
     try {
       line = JSON.parse(text);
     } catch {
-      fail('invalid_json_line', `Line ${lineNo} is not valid JSON.`, lineNo);
+      fail('invalid_json_line', 'This line is not parseable as valid JSON.', lineNo);
       continue;
     }
     if (typeof line.custom_id !== 'string' || !line.custom_id) fail('missing_required_parameter', "Missing required parameter: 'custom_id'.", lineNo, 'custom_id');
-    else if (ids.has(line.custom_id)) fail('duplicate_custom_id', `The custom_id '${line.custom_id}' is used more than once in this batch.`, lineNo, 'custom_id');
+    else if (ids.has(line.custom_id)) fail('duplicate_custom_id', 'The custom_id for this request is a duplicate of another request. The custom_id parameter must be unique for each individual request in a batch.', lineNo, 'custom_id');
     else ids.add(line.custom_id);
-    if (line.method !== 'POST') fail('invalid_method', `Line ${lineNo}: method must be POST.`, lineNo, 'method');
-    if (line.url !== endpoint) fail('mismatched_endpoint', `Line ${lineNo}: url '${String(line.url)}' does not match the batch endpoint '${endpoint}'.`, lineNo, 'url');
+    if (line.method !== 'POST') fail('invalid_method', `The method '${String(line.method)}' is not supported; use POST.`, lineNo, 'method');
+    if (line.url !== endpoint) fail('invalid_url', `The URL provided for this request does not match the batch endpoint '${endpoint}'.`, lineNo, 'url');
+    const model = (line.body as { model?: unknown } | undefined)?.model;
+    if (typeof model === 'string') {
+      if (v.model === undefined) {
+        v.model = model;
+        if (!modelInfo(model)) fail('model_not_found', modelNotFound(model).message, lineNo, 'body.model');
+      } else if (model !== v.model) fail('mismatched_model', `The model '${model}' differs from the model '${v.model}' of the first line; a batch uses one model.`, lineNo, 'body.model');
+    }
     const checked = validateEmbeddingBody(line.body);
-    if (checked.error) fail(checked.error.code, `Line ${lineNo}: ${checked.error.message}`, lineNo, `body.${checked.error.param}`);
-    const model = (line.body as { model?: string } | undefined)?.model;
-    if (model !== undefined) {
-      if (v.model === undefined) v.model = model;
-      else if (model !== v.model) fail('mismatched_model', `Line ${lineNo}: model '${model}' differs from '${v.model}'; a batch uses one model.`, lineNo, 'body.model');
+    if (checked.error) {
+      // The body is the endpoint's business: its line fails with a 400 in the error file, the batch goes on.
+      if (checked.error.code !== 'model_not_found') v.refused.push(lineNo - 1);
+      continue;
     }
     v.inputs += checked.inputs.length;
     v.tokens += checked.tokens.reduce((a, b) => a + b, 0);
