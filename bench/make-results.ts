@@ -3,11 +3,12 @@
  * request lines with random unit vectors, in either encoding. Shared by bench/results and bench/weaviate.
  */
 import { execFileSync } from 'node:child_process';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
 import split2 from 'split2';
 import { toBase64 } from '../src/simulator/embedding.js';
+import { LineSpool } from '../src/simulator/line-spool.js';
 import { mulberry32, writeCatalog } from './gen-catalog.js';
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
@@ -26,8 +27,20 @@ export async function benchWorkDir(dir: string, strings: number): Promise<string
   return work;
 }
 
-/** A result file with `lines` lines for the work directory's request lines, shuffled a little, as OpenAI returns them. */
-export async function makeResultFile(work: string, file: string, lines: number, format: 'float' | 'base64', dims = 1536): Promise<void> {
+/**
+ * A result file with `lines` lines for the work directory's request lines, with random unit vectors: in request order,
+ * or (`shuffled`) in a full shuffle, as OpenAI may return them (its output keeps no order).
+ */
+export async function makeResultFile(work: string, file: string, lines: number, format: 'float' | 'base64', dims = 1536, order: 'ordered' | 'shuffled' = 'ordered'): Promise<void> {
+  if (order === 'shuffled') {
+    const ordered = `${file}.ordered`;
+    await makeResultFile(work, ordered, lines, format, dims);
+    const spool = await LineSpool.over(ordered);
+    await spool.shuffleInto(file, `${file}.none`, 42);
+    rmSync(ordered, { force: true });
+    rmSync(`${file}.none`, { force: true });
+    return;
+  }
   const out = createWriteStream(file);
   const rnd = mulberry32(42);
   let written = 0;

@@ -37,6 +37,7 @@ import path from 'node:path';
 import { xxh3 } from '@node-rs/xxhash';
 import { Level } from 'level';
 import { StateError } from './errors.js';
+import { TextCache } from './text-cache.js';
 import { workPaths } from './workdir.js';
 
 /** Occurrences of a string per field (indexed by field id), from one input source, in its latest run and the one before. */
@@ -224,8 +225,11 @@ const BINARY = { keyEncoding: 'buffer', valueEncoding: 'buffer' } as const;
 const JSON_ENTRY = { keyEncoding: 'utf8', valueEncoding: 'json' } as const;
 /** The largest text log line buffer kept from one chunk to the next. */
 const TEXT_BUFFER_MAX = 4 * 1024 * 1024;
-/** Text chunks read back by id (results, retry) are kept a few at a time: result files come in id order. */
-const CHUNK_CACHE = 4;
+/**
+ * Bytes of text chunks kept while reading strings back by id (results, retry; see TextCache): a request file's
+ * strings in full (50,000 strings of ~300 bytes of JSON each fill 15 MB), whatever the order of its result lines.
+ */
+const TEXT_CACHE_BYTES = 64 * 1024 * 1024;
 
 export class StateStore {
   readonly dir: string;
@@ -247,8 +251,8 @@ export class StateStore {
   /** The native batch writeStrings reuses, and whether a write of it is in flight. */
   #stringBatch: NativeChainedBatch | undefined;
   #writingStrings = false;
-  /** Recently read text chunks, by first id. */
-  readonly #chunks = new Map<number, string[]>();
+  /** Recently read text chunks. */
+  readonly #textCache = new TextCache(TEXT_CACHE_BYTES);
   /** The text log (see the header): its descriptor, and where the next chunk goes (the end of the last committed one). */
   #textLog = -1;
   #textEnd = 0;
@@ -504,12 +508,12 @@ export class StateStore {
   }
 
   async #textOf(id: number): Promise<string | undefined> {
-    for (const [first, texts] of this.#chunks) if (id >= first && id < first + texts.length) return texts[id - first];
+    const cached = this.#textCache.find(id);
+    if (cached !== undefined) return cached;
     for await (const [key, chunk] of this.texts.iterator({ lte: pad(id), reverse: true, limit: 1 })) {
       const first = Number(key);
       const texts = this.#readChunk(first, chunk);
-      if (this.#chunks.size >= CHUNK_CACHE) this.#chunks.delete(this.#chunks.keys().next().value!);
-      this.#chunks.set(first, texts);
+      this.#textCache.add(first, texts, chunk.n);
       return texts[id - first];
     }
     return undefined;

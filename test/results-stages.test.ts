@@ -100,3 +100,39 @@ test('decodeLine keeps the base64 text for the sink only when it is exactly the 
     assert.equal(r.base64, undefined, JSON.stringify(odd));
   }
 });
+
+test('a result file in any order gives the same objects: ordered and fully shuffled replays agree, over many text chunks', async (t) => {
+  const { mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const path = await import('node:path');
+  const { writeCatalog } = await import('../bench/gen-catalog.js');
+  const { LineSpool } = await import('../src/simulator/line-spool.js');
+  const { requestLines, runCli } = await import('./helpers.js');
+  const dir = mkdtempSync(path.join(tmpdir(), 'embatch-order-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const csv = path.join(dir, 'c.csv');
+  const out = createWriteStream(csv);
+  await writeCatalog(out, 3000);
+  await new Promise<void>((r) => out.end(() => r()));
+  const work = path.join(dir, 'work');
+  const env = { EMBATCH_DIMENSIONS: '8' };
+  assert.equal((await runCli(['prepare', csv, '--work-dir', work, '--quiet'], { env })).code, 0);
+  // One result line per request line, in request order; then the same lines in a full shuffle.
+  const ordered = path.join(dir, 'ordered.jsonl');
+  const lines = requestLines(work);
+  assert.ok(lines.length > 5000, `${lines.length} strings: several text chunks (about 900 new strings each)`);
+  writeFileSync(ordered, lines.map((l, i) => JSON.stringify({ id: `r${i}`, custom_id: l.custom_id, response: { status_code: 200, request_id: `q${i}`, body: { object: 'list', data: [{ object: 'embedding', index: 0, embedding: float32ToBase64(new Float32Array(8).fill(i / lines.length)) }], model: 'text-embedding-3-small', usage: { prompt_tokens: 1, total_tokens: 1 } } }, error: null })).join('\n') + '\n');
+  const shuffled = path.join(dir, 'shuffled.jsonl');
+  await (await LineSpool.over(ordered)).shuffleInto(shuffled, path.join(dir, 'none'), 7);
+  assert.notEqual(readFileSync(shuffled, 'utf8'), readFileSync(ordered, 'utf8'));
+  const objects = async (file: string) => {
+    const sink = path.join(dir, `${path.basename(file)}.objects`);
+    const r = await runCli(['replay', file, '--work-dir', work, '--sink', `jsonl:${sink}`, '--json'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).embeddedLines, lines.length);
+    return readFileSync(sink, 'utf8').trim().split('\n').sort();
+  };
+  const fromOrdered = await objects(ordered);
+  assert.deepEqual(await objects(shuffled), fromOrdered);
+  assert.ok(fromOrdered.length >= lines.length);
+});
