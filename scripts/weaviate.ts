@@ -10,7 +10,7 @@
  * WEAVIATE_API_KEY, when set, starts the server with API-key authentication instead of anonymous access.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -53,20 +53,63 @@ export function goAvailable(): boolean {
   return spawnSync('go', ['version'], { stdio: 'ignore' }).status === 0;
 }
 
-/** Builds the pinned server with `go install` unless it is already there; Go's module and build caches are reused. */
+/**
+ * Builds the pinned server with `go install` unless it is already there; Go's module and build caches are reused.
+ * Once per machine and version whatever runs at the same time (test files side by side, a bench, `npm run
+ * weaviate:start`): the build holds a lock file next to the binary, the others wait for it and use its binary, and
+ * the binary appears under its name only once whole (built into a temporary folder, then renamed).
+ */
 export function install(log: (line: string) => void = console.error): string {
   const bin = binaryPath();
   if (existsSync(bin)) return bin;
   if (!goAvailable()) throw new Error(`the Weaviate server is not installed (${bin}) and Go is not on PATH to build it; install Go 1.26+ or point WEAVIATE_URL at a running Weaviate`);
-  log(`building Weaviate ${WEAVIATE_VERSION} with go install (the first time takes a few minutes)...`);
-  const started = Date.now();
-  const result = spawnSync('go', ['install', `${MODULE}@v${WEAVIATE_VERSION}`], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, CGO_ENABLED: '0', GOBIN: path.dirname(bin), GOFLAGS: '-mod=mod' },
-  });
-  if (result.status !== 0 || !existsSync(bin)) throw new Error(`go install ${MODULE}@v${WEAVIATE_VERSION} failed (exit ${result.status})`);
-  log(`built ${bin} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-  return bin;
+  mkdirSync(path.dirname(bin), { recursive: true });
+  const lock = `${bin}.lock`;
+  let waited = false;
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number(readFileSync(lock, 'utf8') || 0);
+      if (!holder || !running(holder)) {
+        // Left by a build that died: take it over.
+        rmSync(lock, { force: true });
+        continue;
+      }
+      if (!waited) log(`waiting for the Weaviate build of process ${holder} to finish...`);
+      waited = true;
+      sleepSync(500);
+      if (existsSync(bin)) return bin;
+    }
+  }
+  try {
+    if (existsSync(bin)) return bin;
+    log(`building Weaviate ${WEAVIATE_VERSION} with go install (the first time takes a few minutes)...`);
+    const started = Date.now();
+    const staging = mkdtempSync(path.join(path.dirname(bin), '.build-'));
+    try {
+      const result = spawnSync('go', ['install', `${MODULE}@v${WEAVIATE_VERSION}`], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+        env: { ...process.env, CGO_ENABLED: '0', GOBIN: staging, GOFLAGS: '-mod=mod' },
+      });
+      const built = path.join(staging, path.basename(bin));
+      if (result.status !== 0 || !existsSync(built)) throw new Error(`go install ${MODULE}@v${WEAVIATE_VERSION} failed (exit ${result.status})`);
+      renameSync(built, bin);
+    } finally {
+      rmSync(staging, { recursive: true, force: true });
+    }
+    log(`built ${bin} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return bin;
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+/** Blocks the thread for `ms` (the install is synchronous, like the build it waits for). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 const pidFile = (o: ServerOptions) => path.join(o.dir, `weaviate-${o.httpPort}.pid`);
