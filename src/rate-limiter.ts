@@ -6,20 +6,30 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
+/** Where the limiter reads the time and waits: the process's clock, or a test's. */
+export interface Clock {
+  now(): number;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+const realClock: Clock = { now: () => performance.now(), sleep: (ms, signal) => sleep(ms, undefined, { signal }) };
+
 class Bucket {
   #level: number;
-  #at = performance.now();
+  #at: number;
 
   /** `perMs` refill rate; `capacity` the most that can be spent at once. */
   constructor(
     readonly perMs: number,
     readonly capacity: number,
+    readonly clock: Clock,
   ) {
     this.#level = capacity;
+    this.#at = clock.now();
   }
 
   level(): number {
-    const now = performance.now();
+    const now = this.clock.now();
     this.#level = Math.min(this.capacity, this.#level + (now - this.#at) * this.perMs);
     this.#at = now;
     return this.#level;
@@ -56,35 +66,39 @@ export class RateLimiter {
   readonly #day: Bucket | undefined;
   #pausedUntil = 0;
 
+  readonly #clock: Clock;
+
   /** `usedToday`: tokens already spent today by earlier runs, so the daily cap holds across runs. */
   constructor(
     readonly options: LimiterOptions,
     usedToday = 0,
+    clock: Clock = realClock,
   ) {
+    this.#clock = clock;
     const slice = Math.max(options.burstSeconds, 1) / 60;
-    this.#requests = new Bucket(options.rpm / 60_000, Math.max(1, options.rpm * slice));
-    this.#tokens = new Bucket(options.tpm / 60_000, Math.max(1, options.tpm * slice));
-    this.#day = options.tpd ? new Bucket(options.tpd / 86_400_000, options.tpd) : undefined;
+    this.#requests = new Bucket(options.rpm / 60_000, Math.max(1, options.rpm * slice), clock);
+    this.#tokens = new Bucket(options.tpm / 60_000, Math.max(1, options.tpm * slice), clock);
+    this.#day = options.tpd ? new Bucket(options.tpd / 86_400_000, options.tpd, clock) : undefined;
     if (usedToday) this.#day?.take(usedToday);
   }
 
   /** Waits until one request of `tokens` tokens fits every limit, then takes that capacity. */
   async reserve(tokens: number, signal?: AbortSignal): Promise<void> {
     for (;;) {
-      const wait = Math.max(this.#pausedUntil - performance.now(), this.#requests.waitFor(1), this.#tokens.waitFor(tokens), this.#day?.waitFor(tokens) ?? 0);
+      const wait = Math.max(this.#pausedUntil - this.#clock.now(), this.#requests.waitFor(1), this.#tokens.waitFor(tokens), this.#day?.waitFor(tokens) ?? 0);
       if (wait <= 0) {
         this.#requests.take(1);
         this.#tokens.take(tokens);
         this.#day?.take(tokens);
         return;
       }
-      await sleep(Math.min(wait, 1000), undefined, { signal });
+      await this.#clock.sleep(Math.min(wait, 1000), signal);
     }
   }
 
   /** After a 429: nobody sends until `ms` from now. */
   pause(ms: number): void {
-    this.#pausedUntil = Math.max(this.#pausedUntil, performance.now() + ms);
+    this.#pausedUntil = Math.max(this.#pausedUntil, this.#clock.now() + ms);
   }
 
   /** Adapts to the x-ratelimit-* headers of a response. */

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as pause } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 /** The project root (tests run from dist/test). */
@@ -69,3 +70,25 @@ export async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
   for await (const item of stream) out.push(item);
   return out;
 }
+
+/**
+ * Waits for a condition on something outside the test's process (a file on disk, a server's state), looking every
+ * 20 ms. The timeout only stops a test that would otherwise hang; it is not what the test waits for.
+ */
+export async function waitFor(cond: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${cond.toString().slice(0, 120)}`);
+    await pause(20);
+  }
+}
+
+/** waitFor with a condition that has to ask (a server's count). */
+export async function waitForAsync(cond: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${cond.toString().slice(0, 120)}`);
+    await pause(20);
+  }
+}
+

@@ -3,9 +3,8 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { writeCatalog } from '../bench/gen-catalog.js';
-import { CLI, fixture, requestFiles, requestLines, runCli, tempDir, ROOT } from './helpers.js';
+import { CLI, fixture, requestFiles, requestLines, runCli, tempDir, ROOT, waitFor } from './helpers.js';
 
 const prepareJson = async (args: string[], opts: Parameters<typeof runCli>[1] = {}) => {
   const r = await runCli(['prepare', ...args, '--json'], opts);
@@ -148,42 +147,109 @@ test('usage and config errors exit 2; --help describes every command', async (t)
   assert.match(top.stdout, /prepare <input>/);
 });
 
+/**
+ * `prepare -` fed from a pipe the test holds: the process reads what it is given and then waits, so it cannot finish
+ * before the test has seen what it waits for on disk.
+ */
+function feedablePrepare(work: string, source: string, csv: string, extra: string[] = []) {
+  const child = spawn(process.execPath, [CLI, 'prepare', '-', '--source', source, '--work-dir', work, '--quiet', ...extra], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  child.stdin.on('error', () => {}); // killed while being fed
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const bytes = readFileSync(csv);
+  let fed = 0;
+  return {
+    child,
+    closed,
+    stderr: () => stderr,
+    /** Feeds the CSV in 64 KiB pieces until `seen()` holds (checked after each piece, then while the process works). */
+    async feedUntil(seen: () => boolean): Promise<void> {
+      while (!seen()) {
+        if (fed < bytes.length) {
+          const piece = bytes.subarray(fed, fed + 64 * 1024);
+          fed += piece.length;
+          if (!child.stdin.write(piece)) await new Promise((r) => child.stdin.once('drain', r));
+        } else await waitFor(seen, 60_000);
+      }
+    },
+    /**
+     * Feeds it until `seen()` holds while the process is frozen (SIGSTOP): what it still had buffered cannot move the
+     * state on between the look and what follows. Returns with the process frozen.
+     */
+    async freezeWhen(seen: () => boolean): Promise<void> {
+      for (;;) {
+        await this.feedUntil(seen);
+        child.kill('SIGSTOP');
+        if (seen()) return;
+        child.kill('SIGCONT');
+      }
+    },
+    /** The rest of the CSV, then the end of input. */
+    async finish(): Promise<number | null> {
+      child.stdin.end(bytes.subarray(fed));
+      return closed;
+    },
+  };
+}
+
+/** The request folder: the highest complete file's number, and the open (partial) file's number and lines. */
+const requestDirState = (work: string) => {
+  const names = existsSync(path.join(work, 'requests')) ? readdirSync(path.join(work, 'requests')) : [];
+  const seqOf = (n: string) => Number(/_(\d+)\.jsonl/.exec(n)?.[1] ?? 0);
+  const partial = names.find((n) => n.endsWith('.partial'));
+  let partialLines = 0;
+  try {
+    if (partial) partialLines = readFileSync(path.join(work, 'requests', partial), 'utf8').split('\n').filter(Boolean).length;
+  } catch {
+    // renamed (complete) between the listing and the read: counted at the next look
+  }
+  const complete = names.filter((n) => /^batch_requests_\d+\.jsonl$/.test(n)).map(seqOf);
+  return { lastComplete: complete.length ? Math.max(...complete) : 0, partialSeq: partial ? seqOf(partial) : 0, partialLines };
+};
+
 test('a second process on the same work directory is refused while the first runs', async (t) => {
   const work = tempDir(t);
-  const dir = tempDir(t);
-  const big = path.join(dir, 'big.csv');
-  // Big enough that the first run is still going when the second starts.
-  await writeFile(big, (out) => writeCatalog(out, 80_000));
-  const first = spawn(process.execPath, [CLI, 'prepare', big, '--work-dir', work, '--quiet'], { stdio: 'ignore' });
-  const firstDone = new Promise((resolve) => first.on('close', resolve));
-  await waitFor(() => existsSync(path.join(work, 'state', 'LOCK')));
-  await sleep(300);
+  const csv = path.join(tempDir(t), 'c.csv');
+  await writeFile(csv, (out) => writeCatalog(out, 4000));
+  const first = feedablePrepare(work, csv, csv, ['--set', 'max_requests_per_file=1000']);
+  // The first is certainly running (and holds the work directory) while it waits for the rest of its input.
+  await first.feedUntil(() => requestDirState(work).lastComplete >= 1);
   const second = await runCli(['prepare', fixture('catalog.csv'), '--work-dir', work]);
-  const firstCode = await firstDone;
-  assert.equal(firstCode, 0);
-  if (second.code !== 0) assert.match(second.stderr, /in use by another embatch process/);
-  else assert.fail('the second process ran while the first held the work directory');
+  assert.equal(second.code, 1);
+  assert.match(second.stderr, /in use by another embatch process/);
+  assert.equal(await first.finish(), 0, first.stderr());
 });
 
-test('killed at random moments and rerun, prepare writes the same request lines as an uninterrupted run', async (t) => {
+test('killed after a commit point and rerun, prepare writes the same request lines as an uninterrupted run', async (t) => {
   const dir = tempDir(t);
   const csv = path.join(dir, 'crash.csv');
-  await writeFile(csv, (out) => writeCatalog(out, 50_000));
-  const opts = ['--set', 'max_requests_per_file=3000', '--quiet'];
+  await writeFile(csv, (out) => writeCatalog(out, 20_000));
+  const opts = ['--set', 'max_requests_per_file=2000'];
   const clean = path.join(dir, 'clean');
-  assert.equal((await runCli(['prepare', csv, '--work-dir', clean, ...opts])).code, 0);
+  assert.equal((await runCli(['prepare', csv, '--work-dir', clean, '--quiet', ...opts])).code, 0);
   const expected = normalised(clean);
+  assert.ok(requestFiles(clean).length >= 12, `${requestFiles(clean).length} files in a clean run`);
 
+  // Each try is killed once it has completed a request file of its own (a commit point: written, renamed, recorded)
+  // and written lines of the next one into its partial file (work after it); the state on disk after the kill shows
+  // both, so where each kill landed is known.
   const crashed = path.join(dir, 'crashed');
-  let kills = 0;
-  for (const delayMs of [250, 700, 1200]) {
-    const child = spawn(process.execPath, [CLI, 'prepare', csv, '--work-dir', crashed, ...opts], { stdio: 'ignore' });
-    await sleep(delayMs);
-    if (child.kill('SIGKILL')) kills++;
-    await new Promise((resolve) => child.on('close', resolve));
+  let committedBefore = 0;
+  for (const more of [1, 3, 4]) {
+    const run = feedablePrepare(crashed, csv, csv, opts);
+    const target = committedBefore + more;
+    await run.freezeWhen(() => {
+      const s = requestDirState(crashed);
+      return s.lastComplete >= target && s.partialSeq === s.lastComplete + 1 && s.partialLines > 0;
+    });
+    run.child.kill('SIGKILL');
+    assert.equal(await run.closed, null, 'killed, not finished');
+    const landed = requestDirState(crashed);
+    assert.ok(landed.lastComplete >= target && landed.partialSeq === landed.lastComplete + 1 && landed.partialLines > 0, `killed after file ${landed.lastComplete}, with ${landed.partialLines} lines of file ${landed.partialSeq} written`);
+    committedBefore = landed.lastComplete;
   }
-  assert.ok(kills >= 2, 'the runs were killed mid-way');
-  const final = await runCli(['prepare', csv, '--work-dir', crashed, ...opts, '--json']);
+  const final = await runCli(['prepare', csv, '--work-dir', crashed, '--quiet', ...opts, '--json']);
   assert.equal(final.code, 0, final.stderr);
   assert.ok(!readdirSync(path.join(crashed, 'requests')).some((n) => n.endsWith('.partial')), 'no partial file left');
   const got = normalised(crashed);
@@ -204,10 +270,3 @@ async function writeFile(file: string, write: (out: NodeJS.WritableStream & impo
   await new Promise<void>((resolve) => out.end(() => resolve()));
 }
 
-async function waitFor(cond: () => boolean, timeoutMs = 10_000) {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await sleep(20);
-  }
-}

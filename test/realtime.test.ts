@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDuration, RateLimiter } from '../src/rate-limiter.js';
 import { startSimulator, type SimulatorOptions } from '../src/simulator/server.js';
-import { CLI, fixture, runCli, tempDir } from './helpers.js';
+import { CLI, fixture, runCli, tempDir, waitFor } from './helpers.js';
 
 const KEY = 'sk-embatch-realtime-test-1234';
 
@@ -88,11 +87,15 @@ test('killed mid-run and rerun, only strings without a stored vector are request
   const { work, sim, env } = await setup(t, { limits: { rpm: 300 } });
   const args = ['run', fixture('catalog.csv'), '--realtime', '--sink', 'none', '--work-dir', work, '--set', 'realtime.rpm=300', '--set', 'realtime.max_inputs_per_request=2', '--set', 'realtime.concurrency=2'];
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: 'ignore' });
-  await sleep(4000);
+  const closed = new Promise((r) => child.on('close', r));
+  // Killed once 20 strings are stored (at 300 requests a minute, two inputs each, the run needs ~9 s more).
+  const out = path.join(work, 'results', 'batch_results_rt_000001.jsonl');
+  const stored = () => (existsSync(out) ? readFileSync(out, 'utf8').split('\n').filter(Boolean).length : 0);
+  await waitFor(() => stored() >= 20);
   child.kill('SIGKILL');
-  await new Promise((r) => child.on('close', r));
+  await closed;
   const before = sim.stats.embedding_inputs ?? 0;
-  assert.ok(before > 0 && before < 93, `killed mid-way (${before} inputs sent)`);
+  assert.ok(before >= 20 && before < 93, `killed mid-way (${before} inputs sent)`);
   const rerun = await runCli([...args, '--json'], { env });
   assert.equal(rerun.code, 0, rerun.stderr);
   const s = JSON.parse(rerun.stdout).realtime;
@@ -105,27 +108,62 @@ test('killed mid-run and rerun, only strings without a stored vector are request
   assert.equal(lines.length, 93, 'no string stored twice');
 });
 
+/**
+ * A clock of the test's own: sleepers wake when the test moves time on, to the next wake-up once everything that can
+ * run has run. The limiter's waits are then exact, whatever the machine's load.
+ */
+class FakeClock {
+  now = 0;
+  #sleepers: Array<{ at: number; resolve: () => void }> = [];
+  sleep = (ms: number, signal?: AbortSignal) =>
+    new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const sleeper = { at: this.now + ms, resolve };
+      this.#sleepers.push(sleeper);
+      signal?.addEventListener('abort', () => {
+        this.#sleepers = this.#sleepers.filter((x) => x !== sleeper);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  /** Runs `work` to its end, moving time on as it waits; or stops (undefined) before moving past `untilMs`. */
+  async run<T>(work: Promise<T>, untilMs = Infinity): Promise<T | undefined> {
+    let settled = false;
+    work.then(() => (settled = true), () => (settled = true));
+    for (;;) {
+      await new Promise((r) => setImmediate(r));
+      if (settled) return work;
+      assert.ok(this.#sleepers.length, 'the work waits for something other than the clock');
+      const next = Math.min(...this.#sleepers.map((x) => x.at));
+      if (next > untilMs) return undefined;
+      this.now = next;
+      const due = this.#sleepers.filter((x) => x.at <= next);
+      this.#sleepers = this.#sleepers.filter((x) => x.at > next);
+      for (const x of due) x.resolve();
+    }
+  }
+}
+
 test('the rate limiter reserves before sending and never exceeds its budget; durations parse', async () => {
-  const limiter = new RateLimiter({ rpm: 600, tpm: 60_000, tpd: null, burstSeconds: 1 });
-  const started = performance.now();
-  let tokens = 0;
-  // 10 requests of 500 tokens: the 1 s burst allows 1,000 tokens, then 1,000 tokens per second.
-  await Promise.all(Array.from({ length: 10 }, async () => {
+  const clock = new FakeClock();
+  const limiter = new RateLimiter({ rpm: 600, tpm: 60_000, tpd: null, burstSeconds: 1 }, 0, { now: () => clock.now, sleep: clock.sleep });
+  const sentAt: number[] = [];
+  // 10 requests of 500 tokens: the 1 s burst allows 1,000 tokens at once, then the bucket refills 1,000 a second.
+  await clock.run(Promise.all(Array.from({ length: 10 }, async () => {
     await limiter.reserve(500);
-    tokens += 500;
-  }));
-  const seconds = (performance.now() - started) / 1000;
-  assert.equal(tokens, 5000);
-  assert.ok(seconds >= 3.5 && seconds < 6, `took ${seconds.toFixed(2)} s`);
+    sentAt.push(clock.now);
+  })));
+  assert.deepEqual(sentAt, [0, 0, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000], 'two at once, then one each half second');
   // Tokens already spent today count against the daily cap: 900 of 1,000 used leaves room for 100 now.
-  const daily = new RateLimiter({ rpm: 6000, tpm: 6_000_000, tpd: 1000, burstSeconds: 60 }, 900);
-  const t0 = performance.now();
-  await daily.reserve(100);
-  assert.ok(performance.now() - t0 < 100);
+  const daily = new RateLimiter({ rpm: 6000, tpm: 6_000_000, tpd: 1000, burstSeconds: 60 }, 900, { now: () => clock.now, sleep: clock.sleep });
+  const before = clock.now;
+  await clock.run(daily.reserve(100));
+  assert.equal(clock.now, before, 'the 100 left went at once');
   const blocked = new AbortController();
   const late = daily.reserve(100, blocked.signal);
-  setTimeout(() => blocked.abort(), 300);
-  await assert.rejects(late, 'over the daily cap it waits (about a day here), so only the abort ends it');
+  // Over the daily cap it waits for the day's refill: 100 tokens at 1,000 a day is 2.4 hours.
+  assert.equal(await clock.run(late, before + 2 * 3_600_000), undefined, 'still waiting two hours later');
+  blocked.abort();
+  await assert.rejects(late, 'only the abort ends it');
   assert.equal(parseDuration('12ms'), 12);
   assert.equal(parseDuration('1.5s'), 1500);
   assert.equal(parseDuration('2m3s'), 123_000);

@@ -2,12 +2,11 @@ import assert from 'node:assert/strict';
 import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import weaviate from 'weaviate-client';
 import { spawn } from 'node:child_process';
 import { writeCatalog } from '../bench/gen-catalog.js';
 import { start, stop } from '../scripts/weaviate.js';
-import { CLI, runCli, tempDir } from './helpers.js';
+import { CLI, runCli, tempDir, waitForAsync } from './helpers.js';
 import { weaviateForTests } from './weaviate-support.js';
 
 // This file stops and restarts its server, so it always starts one of its own.
@@ -27,7 +26,7 @@ test('Weaviate stopped in the middle of an index run and restarted: nothing lost
     EMBATCH_DIMENSIONS: '64',
     EMBATCH_WEAVIATE__BATCH_SIZE: '100',
     EMBATCH_WEAVIATE__CONCURRENCY: '1',
-    EMBATCH_WEAVIATE__REQUEST_RETRIES: '2',
+    EMBATCH_WEAVIATE__REQUEST_RETRIES: '1',
     EMBATCH_WEAVIATE__TIMEOUT_INSERT: '5',
     EMBATCH_BATCH_POLL_INTERVAL: '0.3',
   };
@@ -38,14 +37,24 @@ test('Weaviate stopped in the middle of an index run and restarted: nothing lost
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-  await sleep(2500);
+  // Once Weaviate holds some of the objects, the index run is frozen, Weaviate stopped, and the run let go on: it
+  // meets a stopped server in the middle of its work, whatever the machine's speed.
+  const watch = await weaviate.connectToLocal({ host: target.host, port: target.httpPort, grpcPort: target.grpcPort });
+  let held = 0;
+  await waitForAsync(async () => (held = await watch.collections.get('EntityString').aggregate.overAll().then((a) => a.totalCount, () => 0)) > 0);
+  await watch.close();
+  child.kill('SIGSTOP');
   await stop(target.own!, () => {});
+  child.kill('SIGCONT');
   const code = await exited;
+  assert.ok(held > 0, 'stopped after objects were acknowledged');
   assert.equal(code, 1, `index fails while Weaviate is down: ${stderr}`);
   assert.match(stderr, /Weaviate did not take a batch|cannot connect to Weaviate/);
 
   await start(target.own!, { log: () => {} });
-  const rerun = await runCli(['index', '--work-dir', work, '--json'], { env });
+  // Small requests one at a time were for the stop to land mid-run; the rest goes at the default pace.
+  const fast = { ...env, EMBATCH_WEAVIATE__BATCH_SIZE: '200', EMBATCH_WEAVIATE__CONCURRENCY: '4' };
+  const rerun = await runCli(['index', '--work-dir', work, '--json'], { env: fast });
   assert.equal(rerun.code, 0, rerun.stderr);
   const summary = JSON.parse(rerun.stdout);
   assert.ok(summary.alreadyIndexed > 0, 'the rerun skipped what was acknowledged before the stop');
@@ -55,7 +64,7 @@ test('Weaviate stopped in the middle of an index run and restarted: nothing lost
     const total = (await c.collections.get('EntityString').aggregate.overAll()).totalCount;
     assert.equal(total, summary.alreadyIndexed + summary.acked, 'every object once');
     // What a clean replay of the same files sends: the count does not change.
-    const replay = await runCli(['replay', path.join(work, 'results', 'batch_results_*.jsonl'), '--work-dir', work, '--json'], { env });
+    const replay = await runCli(['replay', path.join(work, 'results', 'batch_results_*.jsonl'), '--work-dir', work, '--json'], { env: fast });
     assert.equal(replay.code, 0, replay.stderr);
     assert.equal(JSON.parse(replay.stdout).acked, total);
     assert.equal((await c.collections.get('EntityString').aggregate.overAll()).totalCount, total);

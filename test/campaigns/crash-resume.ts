@@ -6,12 +6,12 @@
  *
  * Needs a Weaviate server: WEAVIATE_URL, or one built and started for the run (see README, "Tests").
  */
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ROOT } from '../helpers.js';
 import { weaviateForTests, type WeaviateTarget } from '../weaviate-support.js';
-import { apiAccounting, catalogFile, cliEnv, compareCollections, connect, flag, mulberry32, runCli, simulator, stageOf } from './harness.js';
+import { apiAccounting, apiRequests, catalogFile, cliEnv, compareCollections, connect, flag, mulberry32, runCli, simulator, stageOf } from './harness.js';
 
 export interface CrashResumeOptions {
   rows: number;
@@ -20,6 +20,13 @@ export interface CrashResumeOptions {
   seed: number;
   dir: string;
   weaviate: WeaviateTarget;
+  /**
+   * Kills aimed at events instead of moments, so where they land does not depend on the machine's speed (the small
+   * version in `npm test`): a prepare try reads the CSV from a pipe that never ends, so it is killed in prepare
+   * whenever the kill comes; a run try is killed once it has made 1-6 more API requests, which a run makes only while
+   * batches are to be submitted, followed or downloaded.
+   */
+  aimed?: boolean;
   log?: (line: string) => void;
 }
 
@@ -78,11 +85,22 @@ export async function crashResume(o: CrashResumeOptions): Promise<CrashResumeFig
         return false;
       }
     };
+    const csvBytes = o.aimed ? readFileSync(csv) : undefined;
     const attempt = async (args: string[], maxDelayMs: number, inDownload = false): Promise<boolean> => {
       const stage = inDownload ? 'download' : await stageOf(work).catch(() => 'prepare' as const);
       const delay = 50 + rnd() * maxDelayMs;
+      const toKill = maxDelayMs < 600_000;
+      let how: Parameters<typeof runCli>[1] = inDownload ? { env, killWhen: downloading, killAfterMs: 600_000 } : { env, killAfterMs: delay };
+      if (o.aimed && toKill && args[0] === 'prepare') {
+        // The same source name as the file's, so counts add up as for `prepare <csv>`.
+        args = ['prepare', '-', '--source', csv];
+        how = { env, input: csvBytes, holdStdinOpen: true, killAfterMs: delay };
+      } else if (o.aimed && toKill && !inDownload) {
+        const due = apiRequests(simCrash) + 1 + Math.floor(rnd() * 6);
+        how = { env, killWhen: () => apiRequests(simCrash) >= due, killAfterMs: 600_000 };
+      }
       // A download is over in well under a second here: to land kills in it, some tries die the moment one starts.
-      const r = await runCli([...args, '--work-dir', work, '--json'], { env, ...(inDownload ? { killWhen: downloading, killAfterMs: 600_000 } : { killAfterMs: delay }) });
+      const r = await runCli([...args, '--work-dir', work, '--json'], how);
       reruns++;
       if (r.killed) {
         killPoints++;

@@ -67,7 +67,7 @@ export interface Outcome {
  * Runs the CLI; SIGKILLs it after `killAfterMs` or as soon as `killWhen` (polled every 20 ms) says so (a crash), or
  * after `hangMs` (counted as a hang).
  */
-export function runCli(args: string[], opts: { env: Record<string, string>; killAfterMs?: number; killWhen?: () => boolean; hangMs?: number; input?: string }): Promise<Outcome> {
+export function runCli(args: string[], opts: { env: Record<string, string>; killAfterMs?: number; killWhen?: () => boolean; hangMs?: number; input?: string | Buffer; holdStdinOpen?: boolean }): Promise<Outcome> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('EMBATCH_') && !k.startsWith('OPENAI_') && !k.startsWith('WEAVIATE_')) env[k] = v;
   const started = Date.now();
@@ -80,7 +80,9 @@ export function runCli(args: string[], opts: { env: Record<string, string>; kill
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.stdin.on('error', () => {});
-    child.stdin.end(opts.input ?? '');
+    // Held open, the input never ends: a command reading it cannot finish, only be killed.
+    if (opts.holdStdinOpen) child.stdin.write(opts.input ?? '');
+    else child.stdin.end(opts.input ?? '');
     const kill = () => ((killed = true), child.kill('SIGKILL'));
     const timers = [
       opts.killAfterMs !== undefined ? setTimeout(kill, opts.killAfterMs) : undefined,
@@ -187,4 +189,11 @@ export async function apiAccounting(sim: RunningSimulator): Promise<{ batches: n
   for (const n of perFile.values()) duplicateBatches += n - 1;
   // A string asked for more than once, beyond the lines of batches that were genuinely lost.
   return { batches, duplicateBatches, extraRequests: lines - ids.size - lostBatchLines };
+}
+
+/** API requests the simulator has answered so far (every route). */
+export function apiRequests(sim: RunningSimulator): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(sim.stats)) if (/^(GET|POST|DELETE) /.test(k)) n += v;
+  return n;
 }
