@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { parse as parseCsvSync } from 'csv-parse/sync';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -92,3 +93,28 @@ export async function waitForAsync(cond: () => Promise<boolean>, timeoutMs = 60_
   }
 }
 
+/** The embed fields of the default configuration. */
+export const DEFAULT_FIELDS = ['composite', 'person', 'title', 'roles', 'subjects', 'genres'];
+
+/**
+ * What a fixture holds, worked out here with csv-parse alone (not through embatch's stages): every distinct string of
+ * the embed fields with its count per field, and the cells that are null ("" or "NaN"). Expected values of tests that
+ * run the real pipeline come from this.
+ */
+export function fixtureStrings(name: string, fields = DEFAULT_FIELDS): { strings: Map<string, Map<string, number>>; nullCells: number; rows: number } {
+  const rows = parseCsvSync(readFileSync(fixture(name)), { columns: true, bom: true }) as Array<Record<string, string>>;
+  const strings = new Map<string, Map<string, number>>();
+  let nullCells = 0;
+  for (const row of rows)
+    for (const field of fields) {
+      const value = row[field] ?? '';
+      if (value === '' || value === 'NaN') {
+        nullCells++;
+        continue;
+      }
+      const perField = strings.get(value) ?? new Map<string, number>();
+      perField.set(field, (perField.get(field) ?? 0) + 1);
+      strings.set(value, perField);
+    }
+  return { strings, nullCells, rows: rows.length };
+}

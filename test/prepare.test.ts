@@ -4,7 +4,8 @@ import { createWriteStream, existsSync, readdirSync, readFileSync, writeFileSync
 import path from 'node:path';
 import { test } from 'node:test';
 import { writeCatalog } from '../bench/gen-catalog.js';
-import { CLI, fixture, requestFiles, requestLines, runCli, tempDir, ROOT, waitFor } from './helpers.js';
+import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
+import { CLI, fixture, fixtureStrings, requestFiles, requestLines, runCli, tempDir, ROOT, waitFor } from './helpers.js';
 
 const prepareJson = async (args: string[], opts: Parameters<typeof runCli>[1] = {}) => {
   const r = await runCli(['prepare', ...args, '--json'], opts);
@@ -15,14 +16,17 @@ const prepareJson = async (args: string[], opts: Parameters<typeof runCli>[1] = 
 test('prepare the bundled catalog: multi-line composite, NaN skipped, one request per distinct string', async (t) => {
   const work = tempDir(t);
   const s = await prepareJson([fixture('catalog.csv'), '--work-dir', work]);
-  assert.equal(s.rows, 40);
+  const expected = fixtureStrings('catalog.csv');
+  assert.equal(s.rows, expected.rows);
   const lines = requestLines(work);
+  assert.equal(s.newStrings, expected.strings.size);
+  assert.deepEqual(lines.map((l) => l.body.input).sort(), [...expected.strings.keys()].sort(), 'each distinct string once');
   assert.equal(lines.length, s.newStrings);
   assert.equal(s.requestLines, lines.length);
   assert.equal(new Set(lines.map((l) => l.body.input)).size, lines.length, 'no string requested twice');
   assert.equal(new Set(lines.map((l) => l.custom_id)).size, lines.length);
   assert.ok(!lines.some((l) => l.body.input === 'NaN' || l.body.input === ''), 'null tokens never embedded');
-  assert.ok(s.skipped.null_value > 0);
+  assert.equal(s.skipped.null_value, expected.nullCells);
   assert.ok(lines.some((l) => l.body.input.includes('\nTitle: ')), 'multi-line composite kept whole');
   // "Schubert, Franz, 1797-1828" is a person and a subject: embedded once.
   assert.equal(lines.filter((l) => l.body.input === 'Schubert, Franz, 1797-1828').length, 1);
@@ -33,7 +37,10 @@ test('prepare the bundled catalog: multi-line composite, NaN skipped, one reques
     assert.equal(l.body.encoding_format, 'base64');
     assert.match(l.custom_id, /^[0-9a-f]{8}_(composite|person|title|roles|subjects|genres)_\d+$/);
   }
-  assert.ok(s.tokens > 0 && s.estimatedCostUsd.batch > 0 && s.estimatedCostUsd.realtime === 2 * s.estimatedCostUsd.batch);
+  const tokens = [...expected.strings.keys()].reduce((n, text) => n + countTokens(text, { disallowedSpecial: new Set() }), 0);
+  assert.equal(s.tokens, tokens);
+  // text-embedding-3-small at OpenAI's list prices: $0.01 per million tokens with the Batch API, $0.02 in real time.
+  assert.ok(Math.abs(s.estimatedCostUsd.batch - tokens * 0.01e-6) < 1e-12 && Math.abs(s.estimatedCostUsd.realtime - tokens * 0.02e-6) < 1e-12);
   assert.equal(s.filesWritten.length, 1);
   // The file on disk is the one recorded: complete, named in order.
   assert.deepEqual(requestFiles(work), s.filesWritten);

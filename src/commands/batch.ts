@@ -191,9 +191,25 @@ export interface RunResult {
   interrupted: boolean;
   status: StatusReport;
   realtime?: import('../realtime.js').RealtimeSummary;
+  /** What this run indexed, over all its rounds. */
+  indexed: IndexTotals;
+}
+
+export interface IndexTotals {
+  files: number;
+  objects: number;
+  acked: number;
+  rejected: number;
+  alreadyIndexed: number;
+}
+
+function addIndexed(totals: IndexTotals, s: import('../results.js').IndexSummary | null): void {
+  if (!s) return;
+  for (const k of Object.keys(totals) as Array<keyof IndexTotals>) totals[k] += s[k];
 }
 
 export async function runPipeline(config: Config, args: RunArgs): Promise<RunResult> {
+  const indexedTotals: IndexTotals = { files: 0, objects: 0, acked: 0, rejected: 0, alreadyIndexed: 0 };
   const { refreshActive, downloadEnded, statusReport, createRetryFiles, submitQueued } = await lifecycle();
   const { indexDownloaded } = await import('../results.js');
   if (args.input !== undefined) {
@@ -207,12 +223,13 @@ export async function runPipeline(config: Config, args: RunArgs): Promise<RunRes
       const realtime = await runRealtime(ctx, { showProgress: !args.json && !args.quiet });
       if (args.sink !== 'none') {
         const indexed = await indexDownloaded(config, ctx.store, args.sink);
+        addIndexed(indexedTotals, indexed);
         if (indexed && !args.json) printIndexSummary(indexed);
       }
       const status = await statusReport(ctx);
       if (!args.json)
         log.info(`real time: ${num(realtime.embedded)} embedded (${num(realtime.alreadyEmbedded)} already), ${num(realtime.failed)} failed, ${num(realtime.requests)} requests, ${num(Math.round(realtime.tokensPerMinute))} tokens/min, ${realtime.rateLimited} rate-limited answers, ${usd(realtime.costUsd)}`);
-      return { done: realtime.failed === 0, interrupted: false, status, realtime };
+      return { done: realtime.failed === 0, interrupted: false, status, realtime, indexed: indexedTotals };
     });
   }
   const stop = new AbortController();
@@ -229,6 +246,7 @@ export async function runPipeline(config: Config, args: RunArgs): Promise<RunRes
         await downloadEnded(ctx);
         if (args.sink !== 'none') {
           const indexed = await indexDownloaded(config, ctx.store, args.sink);
+          addIndexed(indexedTotals, indexed);
           if (indexed && !args.json) printIndexSummary(indexed);
         }
         const report = await statusReport(ctx, 0);
@@ -241,19 +259,19 @@ export async function runPipeline(config: Config, args: RunArgs): Promise<RunRes
         const done = now.totals.queued === 0 && now.totals.active === 0 && now.totals.ended === 0 && (config.batch_manual_polling || now.strings.failedRetryable === 0);
         if (config.batch_manual_polling) {
           if (!args.json) log.info(`submitted ${submitted.submitted} batch(es). Check later with: embatch status, then embatch download (or embatch run to wait)`);
-          return { done, interrupted: false, status: now };
+          return { done, interrupted: false, status: now, indexed: indexedTotals };
         }
-        if (done) return { done: true, interrupted: false, status: now };
-        if (stop.signal.aborted) return { done: false, interrupted: true, status: now };
+        if (done) return { done: true, interrupted: false, status: now, indexed: indexedTotals };
+        if (stop.signal.aborted) return { done: false, interrupted: true, status: now, indexed: indexedTotals };
         if (Date.now() - started > config.batch_max_wait_time * 1000) {
           log.warn(`batch_max_wait_time (${config.batch_max_wait_time} s) passed with batches still running; they go on at OpenAI: rerun embatch run or embatch status later`);
-          return { done: false, interrupted: false, status: now };
+          return { done: false, interrupted: false, status: now, indexed: indexedTotals };
         }
         if (!args.json) log.info(`${now.totals.active} batch(es) running, ${now.totals.queued} queued; next check in ${config.batch_poll_interval} s`);
         try {
           await sleep(config.batch_poll_interval * 1000, undefined, { signal: stop.signal });
         } catch {
-          return { done: false, interrupted: true, status: now };
+          return { done: false, interrupted: true, status: now, indexed: indexedTotals };
         }
       }
     });
