@@ -36,13 +36,12 @@ export async function simulator(dir: string, options: Omit<SimulatorOptions, 'di
 }
 
 /** The environment a campaign's CLI runs get: simulator, Weaviate, small vectors, fast polling. */
-export function cliEnv(sim: RunningSimulator, w: WeaviateTarget, collection: string, extra: Record<string, string> = {}): Record<string, string> {
+export function cliEnv(sim: RunningSimulator, w: WeaviateTarget | undefined, collection: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
     OPENAI_BASE_URL: sim.baseURL,
     OPENAI_API_KEY: API_KEY,
-    WEAVIATE_URL: w.url,
-    WEAVIATE_GRPC_PORT: String(w.grpcPort),
-    ...(w.apiKey ? { WEAVIATE_API_KEY: w.apiKey } : {}),
+    ...(w ? { WEAVIATE_URL: w.url, WEAVIATE_GRPC_PORT: String(w.grpcPort) } : {}),
+    ...(w?.apiKey ? { WEAVIATE_API_KEY: w.apiKey } : {}),
     EMBATCH_WEAVIATE__COLLECTION: collection,
     EMBATCH_DIMENSIONS: '64',
     EMBATCH_MAX_REQUESTS_PER_FILE: '5000',
