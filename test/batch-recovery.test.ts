@@ -1,0 +1,115 @@
+/** The batch lifecycle under trouble: queue limits, expiry, kills around submit, broken downloads, API faults. */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { allBatches, embeddedIds, setup, until } from './batch-support.js';
+import { fixture } from './helpers.js';
+
+test('a queue limit is hit and recovered: the batch goes back to the queue, not to the failures', async (t) => {
+  // Room in the account's queue for one file's tokens at a time; the tool's own budget is set too high on purpose.
+  // Batches run slowly (10 lines/s) so the first is surely still enqueued when the second is validated, however
+  // late the first status call comes on a loaded machine.
+  const { json, client } = await setup(t, { engine: { enqueuedTokenLimit: 1500, linesPerSecond: 10 } });
+  await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=50']);
+  const env = { EMBATCH_QUEUE_RETRY_DELAY: '0.5' };
+  await json(['submit'], env);
+  const requeued = await until(
+    () => json(['status'], env),
+    (r) => r.jobs.some((j: { error: string | null; state: string }) => j.error?.includes('token_limit_exceeded') && j.state === 'uploaded'),
+  );
+  assert.equal(requeued.strings.failedPermanent, 0);
+  const final = await until(
+    async () => {
+      await json(['submit'], env);
+      return json(['download'], env).then(() => json(['status'], env));
+    },
+    (r) => r.totals.downloaded === 2,
+    40_000,
+  );
+  assert.equal(final.totals.completed, 93);
+  const batches = await allBatches(client);
+  assert.ok(batches.some((b) => b.status === 'failed' && b.errors?.data?.[0]?.code === 'token_limit_exceeded'));
+  assert.equal(batches.filter((b) => b.status === 'completed').length, 2);
+});
+
+test('an expired batch is salvaged by retry until 100% of strings are embedded', async (t) => {
+  const { work, json } = await setup(t, { engine: { linesPerSecond: 15, completionWindowSeconds: 4 } });
+  await json(['prepare', fixture('catalog.csv')]);
+  await json(['submit']);
+  await until(() => json(['status']), (r) => r.totals.ended === 1);
+  const dl = await json(['download']);
+  assert.ok(dl.failedLines > 0 && dl.embedded > 0, `partial output kept: ${JSON.stringify(dl)}`);
+  const errors = readFileSync(path.join(work, 'results', 'batch_errors_000001.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(errors.every((e) => e.error.code === 'batch_expired'));
+
+  for (let round = 0; round < 4; round++) {
+    const status = await json(['status']);
+    if (status.strings.failedRetryable === 0 && status.totals.active === 0 && status.totals.ended === 0) break;
+    const retry = await json(['retry']);
+    if (retry.requeued) await json(['submit']);
+    await until(() => json(['status']), (r) => r.totals.active === 0);
+    await json(['download']);
+  }
+  const ids = embeddedIds(work);
+  assert.equal(new Set(ids).size, 93, '100% of strings embedded');
+  assert.equal(ids.length, 93, 'none embedded twice');
+  const final = await json(['status']);
+  assert.equal(final.strings.failedRetryable + final.strings.queuedForRetry + final.strings.failedPermanent, 0);
+});
+
+test('killed between upload and create, or between create and saving it: no duplicate batch after rerun', async (t) => {
+  for (const point of ['after-upload', 'after-create']) {
+    const { cli, json, client } = await setup(t);
+    await json(['prepare', fixture('catalog.csv')]);
+    const crashed = await cli(['submit'], { EMBATCH_TEST_CRASH_AT: point });
+    assert.equal(crashed.signal, 'SIGKILL', `${point}: the process died there`);
+    const resumed = await json(['submit']);
+    assert.equal(resumed.submitted + (point === 'after-create' ? 1 : 0), 1);
+    const batches = await allBatches(client);
+    assert.equal(batches.length, 1, `${point}: exactly one batch`);
+    let uploads = 0;
+    for await (const f of client.files.list({ purpose: 'batch' })) if (f.purpose === 'batch') uploads++;
+    assert.equal(uploads, 1, `${point}: the file was uploaded once`);
+    const status = await json(['status']);
+    assert.equal(status.jobs[0].batchId, batches[0]!.id);
+  }
+});
+
+test('a truncated download is detected and redone', async (t) => {
+  const { work, json } = await setup(t, { faults: { truncateFirstDownloads: 1 } });
+  await json(['prepare', fixture('catalog.csv')]);
+  await json(['submit']);
+  await until(() => json(['status']), (r) => r.totals.ended === 1);
+  const dl = await json(['download']);
+  assert.equal(dl.redownloads, 1);
+  assert.equal(dl.embedded, 93);
+  const file = path.join(work, 'results', 'batch_results_000001.jsonl');
+  assert.equal(readFileSync(file, 'utf8').trim().split('\n').length, 93);
+  assert.ok(!readdirSync(path.join(work, 'results')).some((n) => n.endsWith('.partial')));
+});
+
+test('under 429s, 500s, connection resets and a stalled download the cycle still completes; 400 lines are reported as permanent', async (t) => {
+  const { work, json, sim } = await setup(t, {
+    engine: { lineBadRequestRate: 0.05, lineServerErrorRate: 0.05 },
+    faults: { rate429: 0.1, retryAfterSeconds: 0.2, rate500: 0.1, rateReset: 0.05, rateStall: 0.3, seed: 7 },
+  });
+  const env = { EMBATCH_DOWNLOAD_IDLE_TIMEOUT: '1', EMBATCH_MAX_RETRY_ATTEMPTS: '5' };
+  await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=30'], env);
+  for (let round = 0; round < 8; round++) {
+    await json(['submit'], env);
+    await until(() => json(['status'], env), (r) => r.totals.active === 0 && r.totals.queued === 0, 30_000);
+    await json(['download'], env);
+    const s = await json(['status'], env);
+    if (s.strings.failedRetryable === 0 && s.strings.queuedForRetry === 0) break;
+    await json(['retry'], env);
+  }
+  const final = await json(['status'], env);
+  const retry = await json(['retry'], env);
+  const embedded = new Set(embeddedIds(work));
+  // Every string ends as exactly one of embedded or failed-with-reason.
+  assert.equal(embedded.size + final.strings.failedPermanent + final.strings.failedExhausted, 93);
+  assert.ok(final.strings.failedPermanent > 0, 'some lines were rejected for good');
+  assert.ok(retry.permanentSamples.every((p: { code: string; message: string }) => p.code === 'invalid_value' && p.message.length > 0));
+  assert.ok((sim.stats.fault_429 ?? 0) + (sim.stats.fault_500 ?? 0) + (sim.stats.fault_reset ?? 0) > 0, JSON.stringify(sim.stats));
+});
