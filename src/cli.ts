@@ -45,6 +45,8 @@ export async function main(argv: string[]): Promise<number> {
     await buildParser(argv).parseAsync();
     return process.exitCode === undefined ? 0 : Number(process.exitCode);
   } catch (err) {
+    // The reader of stdout went away (`embatch ... | head`): nothing failed on this side, so end quietly.
+    if (isBrokenPipe(err)) return process.exitCode === undefined ? 0 : Number(process.exitCode);
     if (err instanceof EmbatchError) {
       log.error(err.message);
       if (debug) process.stderr.write(redact(String(err.stack)) + '\n');
@@ -55,6 +57,10 @@ export async function main(argv: string[]): Promise<number> {
     if (debug) process.stderr.write(redact(String(e?.stack)) + '\n');
     return 1;
   }
+}
+
+function isBrokenPipe(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE';
 }
 
 function isEntryPoint(): boolean {
@@ -69,6 +75,11 @@ if (isEntryPoint()) {
   // Everything embatch writes (state, LevelDB's own files, request and result files) is the owner's alone: the
   // texts and vectors are the user's data, and native code (LevelDB) creates files with the process umask.
   process.umask(0o077);
+  // A write to a closed pipe can also fail outside any command's promise chain: the same quiet end there.
+  process.stdout.on('error', (err) => {
+    if (!isBrokenPipe(err)) throw err;
+    process.exit(process.exitCode === undefined ? 0 : Number(process.exitCode));
+  });
   const code = await main(hideBin(process.argv));
   process.exitCode = code;
 }

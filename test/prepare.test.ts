@@ -277,3 +277,26 @@ async function writeFile(file: string, write: (out: NodeJS.WritableStream & impo
   await new Promise<void>((resolve) => out.end(() => resolve()));
 }
 
+
+test('`embatch ... | head`: a reader that goes away ends the command quietly, not as an unexpected failure', async (t) => {
+  const work = tempDir(t);
+  const child = spawn(process.execPath, [CLI, 'prepare', fixture('catalog.csv'), '--work-dir', work, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The reader closes its end before the summary is written, as `head` does once it has its lines.
+  child.stdout.destroy();
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, stderr);
+  assert.doesNotMatch(stderr, /unexpected failure|EPIPE/);
+  assert.equal(requestLines(work).length, fixtureStrings('catalog.csv').strings.size, 'the work itself was done');
+});
+
+test('--simulate is taken by the commands that talk to OpenAI and refused (exit 2) by those that do not', async (t) => {
+  const work = tempDir(t);
+  for (const args of [['prepare', fixture('catalog.csv')], ['retry'], ['index'], ['reset', '--yes']]) {
+    const r = await runCli([...args, '--work-dir', work, '--simulate']);
+    assert.equal(r.code, 2, `${args[0]}: ${r.stderr}`);
+    assert.match(r.stderr, /Unknown argument: simulate/);
+  }
+  assert.equal((await runCli(['status', '--work-dir', work, '--simulate', '--json'])).code, 0);
+});
