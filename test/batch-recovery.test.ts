@@ -98,7 +98,7 @@ test('under 429s, 500s, connection resets and a stalled download the cycle still
   await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=30'], env);
   for (let round = 0; round < 8; round++) {
     await json(['submit'], env);
-    await until(() => json(['status'], env), (r) => r.totals.active === 0 && r.totals.queued === 0, 30_000);
+    await until(() => json(['status'], env), (r) => r.totals.active === 0 && r.totals.queued === 0);
     await json(['download'], env);
     const s = await json(['status'], env);
     if (s.strings.failedRetryable === 0 && s.strings.queuedForRetry === 0) break;

@@ -44,7 +44,8 @@ export function embeddedIds(work: string): string[] {
     .map((l) => l.custom_id as string);
 }
 
-export async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
+/** Asks until the answer is what the test waits for; the timeout only stops a test that would otherwise hang. */
+export async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 120_000): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
