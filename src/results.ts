@@ -19,7 +19,7 @@ import type { Config } from './config.js';
 import { UsageError } from './errors.js';
 import { log } from './log.js';
 import { expectedDimensions } from './models.js';
-import type { FailureRecord, StateStore } from './store.js';
+import type { FailureRecord, JobRecord, StateStore } from './store.js';
 import { workPaths } from './workdir.js';
 
 /**
@@ -48,6 +48,8 @@ export interface IndexSummary {
   acked: number;
   rejected: number;
   alreadyIndexed: number;
+  /** Objects the target refused for good on an earlier run, not sent again (see --retry-rejects). */
+  alreadyRejected: number;
   failedLines: Record<string, number>;
   requestRetries: number;
   objectRetries: number;
@@ -57,22 +59,34 @@ export interface IndexSummary {
   peakRssMB: number;
 }
 
+/** Where the objects of a sink go, as a target label: indexed marks belong to one target (see StateStore.targetId). */
+export function sinkLabel(spec: SinkSpec, config: Config): string {
+  if (spec.kind === 'jsonl') return spec.path ? `jsonl:${path.resolve(spec.path)}` : 'jsonl:stdout';
+  return `weaviate:${config.weaviate.url}/${config.weaviate.collection}`;
+}
+
+/** What a sink's stage reports to: counters, and the objects the target took or refused for good. */
+interface SinkReport {
+  counters: UpsertCounters;
+  acked(objects: EntityObject[]): Promise<void>;
+  refused(rejected: Array<{ object: EntityObject; message: string }>): Promise<void>;
+}
+
 /** An open sink: a factory for the last stage of each file's pipeline, and how to close it. */
 interface Sink {
-  stage(store: StateStore, counters: UpsertCounters, reject: (record: Record<string, unknown>) => void): Writable;
+  stage(report: SinkReport): Writable;
   close(): Promise<void>;
-  label: string;
 }
 
 async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
   if (spec.kind === 'jsonl') {
     const out: NodeJS.WritableStream = spec.path ? createWriteStream(spec.path, { flags: 'a', mode: 0o600 }) : process.stdout;
     return {
-      label: spec.path ? `jsonl:${spec.path}` : 'jsonl:stdout',
-      stage: (_store, counters) =>
+      stage: (report) =>
         writeObjectsJsonl(out, config.encoding_format, async (objects) => {
-          counters.sent += objects.length;
-          counters.acked += objects.length;
+          report.counters.sent += objects.length;
+          report.counters.acked += objects.length;
+          await report.acked(objects);
         }),
       close: async () => {
         if (spec.path) await new Promise<void>((resolve) => (out as WriteStream).end(() => resolve()));
@@ -84,8 +98,7 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
   const collection = await ensureCollection(client, config, expectedDimensions(config.model, config.dimensions));
   const w = config.weaviate;
   return {
-    label: `weaviate:${w.url}/${w.collection}`,
-    stage: (store, counters, reject) =>
+    stage: (report) =>
       upsertWeaviate({
         collection,
         batchSize: w.batch_size,
@@ -93,11 +106,11 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
         concurrency: w.concurrency,
         maxObjectRetries: w.max_object_retries,
         requestRetries: w.request_retries,
-        counters,
+        counters: report.counters,
         // A (string, field) is marked indexed only once Weaviate has acknowledged it.
-        onAcked: (objects: EntityObject[]) => store.markIndexed(objects.map((o) => [o.stringId, o.field])),
+        onAcked: report.acked,
         // Refused by Weaviate after its retries: recorded with the server's message, never dropped silently.
-        onRejected: (o, message) => reject({ code: 'weaviate_rejected', uuid: o.uuid, stringId: o.stringId, field: o.field, reason: message, at: new Date().toISOString() }),
+        onRejected: report.refused,
         log: (m) => log.warn(m),
       }),
     close: () => client.close(),
@@ -110,15 +123,32 @@ export interface IndexInput {
   stdin?: Readable;
 }
 
+/** What happened to one file of an index run: whether the target took all of it, and whether it refused some. */
+export interface FileOutcome {
+  /** Every object of the file was acknowledged or refused for good (none is left to send). */
+  complete: boolean;
+  /** Objects of the file the target refused for good: now, or on an earlier run (not sent again). */
+  rejected: number;
+}
+
 /**
- * Indexes result files one after another into one sink. With skipIndexed (the index command), objects Weaviate
- * already acknowledged are not sent again, so a rerun after a failure goes on from where it stopped.
+ * Indexes result files one after another into one sink. With skipIndexed (the index command), objects the sink's
+ * target already took are not sent again (nor those it refused for good, unless `retryRejects`), so a rerun after a
+ * failure goes on from where it stopped. Replay sends everything again.
  */
-export async function indexFiles(config: Config, store: StateStore, inputs: Iterable<IndexInput> | AsyncIterable<IndexInput>, spec: SinkSpec, opts: { skipIndexed: boolean; afterFile?: (input: IndexInput) => Promise<void> }): Promise<IndexSummary> {
+export async function indexFiles(
+  config: Config,
+  store: StateStore,
+  inputs: Iterable<IndexInput> | AsyncIterable<IndexInput>,
+  spec: SinkSpec,
+  opts: { skipIndexed: boolean; retryRejects?: boolean; afterFile?: (input: IndexInput, outcome: FileOutcome) => Promise<void> },
+): Promise<IndexSummary> {
   const started = performance.now();
   const paths = workPaths(config.work_dir);
   const counters = newUpsertCounters();
-  const summary: IndexSummary = { files: 0, lines: 0, embeddedLines: 0, objects: 0, acked: 0, rejected: 0, alreadyIndexed: 0, failedLines: {}, requestRetries: 0, objectRetries: 0, rejectsFile: null, sink: '', elapsedSeconds: 0, peakRssMB: 0 };
+  const label = sinkLabel(spec, config);
+  const target = await store.targetId(label);
+  const summary: IndexSummary = { files: 0, lines: 0, embeddedLines: 0, objects: 0, acked: 0, rejected: 0, alreadyIndexed: 0, alreadyRejected: 0, failedLines: {}, requestRetries: 0, objectRetries: 0, rejectsFile: null, sink: label, elapsedSeconds: 0, peakRssMB: 0 };
   let rejects: WriteStream | undefined;
   const reject = (record: Record<string, unknown>) => {
     rejects ??= createWriteStream(paths.indexRejects, { flags: 'a', mode: 0o600 });
@@ -138,14 +168,23 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Iter
     failureWrites.catch(() => {}); // awaited after each file; this only keeps an early failure from being "unhandled"
     return failureWrites;
   };
+  const report = {
+    counters,
+    acked: (objects: EntityObject[]) => store.markIndexed(target, objects.map((o) => [o.stringId, o.field])),
+    refused: async (refused: Array<{ object: EntityObject; message: string }>) => {
+      for (const { object: o, message } of refused) reject({ code: 'weaviate_rejected', target: label, uuid: o.uuid, stringId: o.stringId, field: o.field, reason: message, at: new Date().toISOString() });
+      await store.markRejected(target, refused.map(({ object: o }) => [o.stringId, o.field]));
+    },
+  };
 
   const sink = await openSink(spec, config);
-  summary.sink = sink.label;
   try {
     for await (const input of inputs) {
       const source = input.path === '-' ? input.stdin ?? process.stdin : createReadStream(input.path, { highWaterMark: 256 * 1024 });
       const name = input.path === '-' ? '<stdin>' : input.path;
       let lines = 0;
+      const rejectedBefore = counters.rejected;
+      let refusedBefore = 0;
       await pipeline(
         source,
         parseResults(name),
@@ -154,22 +193,27 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Iter
         decodeResults({ dimensions: expectedDimensions(config.model, config.dimensions) }),
         buildObjects({
           store,
-          skipIndexed: opts.skipIndexed,
+          ...(opts.skipIndexed ? { skipIndexed: { target, retryRejects: opts.retryRejects === true } } : {}),
           onFailed: (f) => {
             summary.failedLines[f.code] = (summary.failedLines[f.code] ?? 0) + 1;
             reject({ ...f, at: new Date().toISOString() });
             if (f.code !== 'corrupt_line' && f.code !== 'unknown_custom_id' && failures.push(f) >= 5000) void flushFailures();
           },
-          onSkipped: (n) => (summary.alreadyIndexed += n),
+          onSkipped: (acked, refused) => {
+            summary.alreadyIndexed += acked;
+            summary.alreadyRejected += refused;
+            refusedBefore += refused;
+          },
           onMapped: (n) => (summary.embeddedLines += n),
         }),
         tapBatches<EntityObject[]>((objects) => (summary.objects += objects.length)),
-        sink.stage(store, counters, reject),
+        sink.stage(report),
       );
       await flushFailures();
       summary.files++;
       summary.lines += lines;
-      await opts.afterFile?.(input);
+      // The pipeline ended whole: every object was acknowledged or refused for good (a failed request throws).
+      await opts.afterFile?.(input, { complete: true, rejected: counters.rejected - rejectedBefore + refusedBefore });
     }
   } finally {
     await flushFailures().catch(() => {});
@@ -187,14 +231,19 @@ export async function indexFiles(config: Config, store: StateStore, inputs: Iter
 }
 
 /**
- * Indexes every downloaded result file not indexed yet; marks each file when all of it is acknowledged. The files are
- * found as indexing goes (never listed whole: a work directory may hold thousands).
+ * Indexes every downloaded result file the sink's target has not taken whole yet (with `retryRejects`, also those
+ * where it refused objects, to send those again once their cause is gone), and records each file for that target when
+ * all of it is taken. Indexing into one target never hides a file from another. The files are found as indexing goes
+ * (never listed whole: a work directory may hold thousands).
  */
-export async function indexDownloaded(config: Config, store: StateStore, sink: string | undefined): Promise<IndexSummary | null> {
+export async function indexDownloaded(config: Config, store: StateStore, sink: string | undefined, opts: { retryRejects?: boolean } = {}): Promise<IndexSummary | null> {
   const dir = workPaths(config.work_dir).results;
+  const spec = parseSink(sink);
+  const target = await store.targetId(sinkLabel(spec, config));
+  const wanted = (job: JobRecord) => !job.indexedTo?.includes(target) || (opts.retryRejects === true && job.rejectsTo?.includes(target) === true);
   const pending = (async function* () {
     for await (const [file, job] of store.requestFilesWithJobs())
-      if (job.state === 'downloaded' && job.outputFile && !job.indexed) yield { path: path.join(dir, job.outputFile), seq: file.seq };
+      if (job.state === 'downloaded' && job.outputFile && wanted(job)) yield { path: path.join(dir, job.outputFile), seq: file.seq };
   })();
   const first = await pending.next();
   if (first.done) return null;
@@ -202,12 +251,15 @@ export async function indexDownloaded(config: Config, store: StateStore, sink: s
     yield first.value;
     yield* pending;
   })();
-  return indexFiles(config, store, inputs, parseSink(sink), {
+  return indexFiles(config, store, inputs, spec, {
     skipIndexed: true,
-    afterFile: async (input) => {
+    retryRejects: opts.retryRejects === true,
+    afterFile: async (input, outcome) => {
       const seq = (input as IndexInput & { seq: number }).seq;
       const job = await store.getJob(seq);
-      if (job) await store.putJob({ ...job, indexed: true });
+      if (!job || !outcome.complete) return;
+      const without = (list: number[] | undefined) => (list ?? []).filter((t) => t !== target);
+      await store.putJob({ ...job, indexedTo: [...without(job.indexedTo), target], rejectsTo: outcome.rejected ? [...without(job.rejectsTo), target] : without(job.rejectsTo) });
     },
   });
 }

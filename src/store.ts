@@ -16,7 +16,10 @@
  *   k!<id>          SkipRecord     a string that will not be embedded, and why
  *   b!<seq>         JobRecord      the Batch API job of request file <seq>: upload, batch, status, downloads
  *   x!<id>          FailureRecord  a string whose request failed, why, and how often (deleted once it succeeds)
- *   n!<id>:<field>  1              the (string, field) object was acknowledged by Weaviate
+ *   n!<t>:<id>:<f>  1              the (string, field) object was acknowledged by sink target <t> (a Weaviate URL and
+ *                                   collection, or a JSONL path: see targetId); marks of layout 3 before targets,
+ *                                   <id>:<f>, name none and are not read
+ *   j!<t>:<id>:<f>  1              ... was refused by target <t> for good (the reason is in index_rejects.jsonl)
  *   m!<name>        meta values    workdir id, id and file counters, the field and source name tables, layout version
  *
  * Crash safety rests on one watermark, `committedId`: ids below it belong to request files that were completely
@@ -141,8 +144,13 @@ export interface JobRecord {
   outputLines?: number;
   errorLines?: number;
   usageTokens?: number;
-  /** Every object of the output file was acknowledged by the sink. */
-  indexed?: boolean;
+  /**
+   * Sink targets (see StateStore.targetId) that took every object of the output file: each was acknowledged, or
+   * refused for good (then the target is in `rejectsTo` too). A file is indexed per target: indexing into one never
+   * hides work from another.
+   */
+  indexedTo?: number[];
+  rejectsTo?: number[];
 }
 
 export interface FailureRecord {
@@ -165,6 +173,8 @@ interface Meta {
   /** Field names by field id, and source names by source id: entries store the small ids. */
   fields: string[];
   sources: string[];
+  /** Sink target labels by target id (see targetId). */
+  targets: string[];
 }
 
 const pad = (n: number) => String(n).padStart(12, '0');
@@ -241,6 +251,7 @@ export class StateStore {
   readonly jobs;
   readonly failures;
   readonly indexed;
+  readonly rejected;
   readonly #meta;
   #state!: Meta;
   /** Run id -> completed. Runs are few (one per prepare), so they are kept in memory. */
@@ -272,6 +283,7 @@ export class StateStore {
     this.jobs = this.#db.sublevel<string, JobRecord>('b', { valueEncoding: 'json' });
     this.failures = this.#db.sublevel<string, FailureRecord>('x', { valueEncoding: 'json' });
     this.indexed = this.#db.sublevel<string, number>('n', { valueEncoding: 'json' });
+    this.rejected = this.#db.sublevel<string, number>('j', { valueEncoding: 'json' });
     this.#meta = this.#db.sublevel<string, unknown>('m', { valueEncoding: 'json' });
   }
 
@@ -302,7 +314,7 @@ export class StateStore {
   }
 
   async #load(): Promise<void> {
-    const [workdirId, committedId, nextSeq, lastRun, fields, sources, layout] = await this.#meta.getMany(['workdirId', 'committedId', 'nextSeq', 'lastRun', 'fields', 'sources', 'layout']);
+    const [workdirId, committedId, nextSeq, lastRun, fields, sources, layout, targets] = await this.#meta.getMany(['workdirId', 'committedId', 'nextSeq', 'lastRun', 'fields', 'sources', 'layout', 'targets']);
     if (workdirId !== undefined && layout !== LAYOUT)
       throw new StateError('STATE_LAYOUT', `the work directory ${this.dir} was written by another version of embatch (state layout ${String(layout ?? 1)}, this one reads ${LAYOUT}); use a new work directory`);
     this.#state = {
@@ -312,6 +324,7 @@ export class StateStore {
       lastRun: (lastRun as number | undefined) ?? 0,
       fields: (fields as string[] | undefined) ?? [],
       sources: (sources as string[] | undefined) ?? [],
+      targets: (targets as string[] | undefined) ?? [],
     };
     if (workdirId === undefined) await this.#meta.batch([{ type: 'put', key: 'workdirId', value: this.#state.workdirId }, { type: 'put', key: 'layout', value: LAYOUT }]);
     for await (const [, run] of this.runs.iterator()) this.#noteRun(run);
@@ -624,14 +637,37 @@ export class StateStore {
     await this.#meta.put(`tpd:${day}`, (await this.tokensOnDay(day)) + tokens);
   }
 
-  /** Marks (string, field) objects as acknowledged by Weaviate. */
-  async markIndexed(pairs: Array<[number, string]>): Promise<void> {
-    await this.indexed.batch(pairs.map(([id, field]) => ({ type: 'put' as const, key: `${pad(id)}:${this.fieldId(field)}`, value: 1 })));
+  /**
+   * The id of a sink target, by its label (`weaviate:<url>/<collection>`, `jsonl:<absolute path>`, `jsonl:stdout`),
+   * recorded on first use: indexed and rejected marks and the files' indexedTo belong to one target.
+   */
+  async targetId(label: string): Promise<number> {
+    let id = this.#state.targets.indexOf(label);
+    if (id === -1) {
+      id = this.#state.targets.push(label) - 1;
+      await this.#meta.put('targets', this.#state.targets);
+    }
+    return id;
   }
 
-  async areIndexed(pairs: Array<[number, string]>): Promise<boolean[]> {
-    const got = await this.indexed.getMany(pairs.map(([id, field]) => `${pad(id)}:${this.fieldId(field)}`));
-    return got.map((v) => v !== undefined);
+  #markKey = (target: number, id: number, field: string) => `${target}:${pad(id)}:${this.fieldId(field)}`;
+
+  /** Marks (string, field) objects as acknowledged by sink target `target`. */
+  async markIndexed(target: number, pairs: Array<[number, string]>): Promise<void> {
+    if (pairs.length) await this.indexed.batch(pairs.map(([id, field]) => ({ type: 'put' as const, key: this.#markKey(target, id, field), value: 1 })));
+  }
+
+  /** Marks (string, field) objects as refused for good by sink target `target` (a later acknowledgement wins). */
+  async markRejected(target: number, pairs: Array<[number, string]>): Promise<void> {
+    if (pairs.length) await this.rejected.batch(pairs.map(([id, field]) => ({ type: 'put' as const, key: this.#markKey(target, id, field), value: 1 })));
+  }
+
+  /** What target `target` did with each object: 'acked', 'refused' for good, or undefined (not taken). Batched reads. */
+  async takenBy(target: number, pairs: Array<[number, string]>): Promise<Array<'acked' | 'refused' | undefined>> {
+    const keys = pairs.map(([id, field]) => this.#markKey(target, id, field));
+    const acked = await this.indexed.getMany(keys);
+    const refused = await this.rejected.getMany(keys);
+    return acked.map((v, i) => (v !== undefined ? 'acked' : refused[i] !== undefined ? 'refused' : undefined));
   }
 
   async *skipped(): AsyncGenerator<[number, SkipRecord]> {

@@ -159,7 +159,7 @@ test('an existing collection with other dimensions is a clear error before anyth
 });
 
 test('objects Weaviate refuses are retried, then written to the rejects file with the server\'s message', { skip }, async (t) => {
-  const { work, collection, json } = env(t, { EMBATCH_WEAVIATE__MAX_OBJECT_RETRIES: '1' });
+  const { work, collection, json, cli } = env(t, { EMBATCH_WEAVIATE__MAX_OBJECT_RETRIES: '1' });
   await json(['run', fixture('collision.csv'), '--simulate', '--wait', '--embed-fields', 'person']);
   assert.equal(await count(collection), 2);
   const lines = readFileSync(path.join(work, 'results', 'batch_results_000001.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -169,7 +169,10 @@ test('objects Weaviate refuses are retried, then written to the rejects file wit
   writeFileSync(file, JSON.stringify(short) + '\n');
   // Replayed as an OpenAI-compatible server's own model, which the tool knows nothing of: no dimension check of its
   // own, so Weaviate is the one to refuse the odd vector.
-  const r = await json(['replay', file], { EMBATCH_MODEL: 'my-own-model', EMBATCH_ALLOW_UNKNOWN_MODEL: 'true', EMBATCH_DIMENSIONS: 'null' });
+  const replayed = await cli(['replay', file, '--json'], { EMBATCH_MODEL: 'my-own-model', EMBATCH_ALLOW_UNKNOWN_MODEL: 'true', EMBATCH_DIMENSIONS: 'null' });
+  assert.equal(replayed.code, 1, 'an object refused is a failure');
+  assert.match(replayed.stderr, /1 object\(s\) refused by weaviate:.*index_rejects\.jsonl.*--retry-rejects/);
+  const r = JSON.parse(replayed.stdout);
   assert.equal(r.acked, 0);
   assert.equal(r.rejected, 1);
   assert.equal(r.objectRetries, 1, 'retried once before giving up');
@@ -177,4 +180,59 @@ test('objects Weaviate refuses are retried, then written to the rejects file wit
   const rejects = readFileSync(path.join(work, 'index_rejects.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   const refused = rejects.find((x) => x.code === 'weaviate_rejected');
   assert.ok(refused && /dimension|length|vector/i.test(refused.reason), JSON.stringify(rejects));
+});
+
+test('indexed marks belong to a target: the demo into JSONL, then Weaviate, gets every object into Weaviate', { skip }, async (t) => {
+  const { work, collection, json, cli } = env(t);
+  const { strings } = fixtureStrings('catalog.csv');
+  const total = [...strings.values()].reduce((n, fields) => n + fields.size, 0);
+  const lineCount = (file: string) => readFileSync(file, 'utf8').trim().split('\n').length;
+  // README's story: `npm run demo` (JSONL sink), then with Weaviate running, `embatch index`.
+  const objects = path.join(work, 'objects.jsonl');
+  const demo = await json(['run', fixture('catalog.csv'), '--simulate', '--wait', '--sink', `jsonl:${objects}`]);
+  assert.equal(demo.indexed.acked, total);
+  assert.equal(lineCount(objects), total);
+  assert.equal(await (await weaviateClient()).collections.exists(collection), false, 'nothing went to Weaviate yet');
+  const into = await json(['index']);
+  assert.deepEqual([into.files, into.acked, into.alreadyIndexed], [1, total, 0]);
+  assert.equal(await count(collection), total);
+  // Each target has taken everything now: nothing is sent twice to either, and a new target gets it all.
+  const again = await cli(['index']);
+  assert.equal(again.code, 0);
+  assert.match(again.stderr, /nothing to index into weaviate:/);
+  assert.equal((await json(['index', '--sink', `jsonl:${objects}`])).files, 0);
+  assert.equal(lineCount(objects), total, 'the JSONL target was not written twice');
+  const other = path.join(work, 'other.jsonl');
+  assert.equal((await json(['index', '--sink', `jsonl:${other}`])).acked, total);
+  assert.equal(lineCount(other), total);
+});
+
+test('an object Weaviate refused is not sent again until --retry-rejects, once its cause is gone', { skip }, async (t) => {
+  // The collection takes 64-dimensional vectors (another work directory's objects went in first).
+  const first = env(t);
+  await first.json(['run', fixture('nfd.csv'), '--simulate', '--wait', '--embed-fields', 'person']);
+  const { work, json, cli } = env(t, { EMBATCH_WEAVIATE__COLLECTION: first.collection, EMBATCH_WEAVIATE__MAX_OBJECT_RETRIES: '0' });
+  const collection = first.collection;
+  const before = await count(collection);
+  await json(['run', fixture('collision.csv'), '--simulate', '--wait', '--embed-fields', 'person', '--sink', 'none']);
+  // One result line gets an 8-dimensional vector, which the collection refuses (as an OpenAI-compatible server's own
+  // model, unknown to the tool: no dimension check of its own).
+  const file = path.join(work, 'results', 'batch_results_000001.jsonl');
+  const good = readFileSync(file, 'utf8');
+  const lines = good.trim().split('\n').map((l) => JSON.parse(l));
+  lines[0].response.body.data[0].embedding = float32Base64(new Float32Array(8).fill(0.5));
+  writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  const odd = { EMBATCH_MODEL: 'my-own-model', EMBATCH_ALLOW_UNKNOWN_MODEL: 'true', EMBATCH_DIMENSIONS: 'null' };
+  const refused = await cli(['index', '--json'], odd);
+  assert.equal(refused.code, 1);
+  assert.deepEqual([JSON.parse(refused.stdout).acked, JSON.parse(refused.stdout).rejected], [1, 1]);
+  assert.equal(await count(collection), before + 1);
+  // Not sent again by a plain index: the file is taken (one object acknowledged, one refused for good).
+  assert.match((await cli(['index'], odd)).stderr, /nothing to index/);
+  // The cause gone (the line as OpenAI sent it), --retry-rejects sends exactly the refused object.
+  writeFileSync(file, good);
+  const retried = await json(['index', '--retry-rejects'], odd);
+  assert.deepEqual([retried.files, retried.acked, retried.rejected, retried.alreadyIndexed], [1, 1, 0, 1]);
+  assert.equal(await count(collection), before + 2);
+  assert.match((await cli(['index', '--retry-rejects'], odd)).stderr, /nothing to index/);
 });

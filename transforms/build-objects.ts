@@ -50,10 +50,14 @@ export function uuid5(name: string): string {
 
 export interface BuildObjectsOptions {
   store: StateStore;
-  /** Skip (string, field) pairs already acknowledged by Weaviate (index); replay sends everything again. */
-  skipIndexed: boolean;
+  /**
+   * Skip (string, field) pairs this sink target already took (index): acknowledged, and unless `retryRejects`,
+   * refused for good. Without it (replay) everything is sent again.
+   */
+  skipIndexed?: { target: number; retryRejects: boolean };
   onFailed: (failed: FailedLine) => void;
-  onSkipped?: (n: number) => void;
+  /** Objects not sent: `acked` ones the target already acknowledged, `refused` ones it refused for good before. */
+  onSkipped?: (acked: number, refused: number) => void;
   /** Result lines mapped to their string (each becomes one object per field the string occurs in). */
   onMapped?: (n: number) => void;
 }
@@ -87,10 +91,12 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
             }
           });
           options.onMapped?.(mapped);
-          if (!options.skipIndexed || !objects.length) return objects;
-          const done = await store.areIndexed(objects.map((o) => [o.stringId, o.field]));
-          const rest = objects.filter((_, i) => !done[i]);
-          options.onSkipped?.(objects.length - rest.length);
+          const skip = options.skipIndexed;
+          if (!skip || !objects.length) return objects;
+          const taken = await store.takenBy(skip.target, objects.map((o) => [o.stringId, o.field]));
+          const rest = objects.filter((_, i) => taken[i] === undefined || (taken[i] === 'refused' && skip.retryRejects));
+          const refused = skip.retryRejects ? 0 : taken.filter((x) => x === 'refused').length;
+          options.onSkipped?.(objects.length - rest.length - refused, refused);
           return rest;
         })
         .then(

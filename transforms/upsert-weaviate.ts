@@ -25,7 +25,8 @@ export interface UpsertOptions {
   requestRetries: number;
   /** Called with the objects Weaviate acknowledged, before the stream moves past them. */
   onAcked: (objects: EntityObject[]) => Promise<void>;
-  onRejected: (object: EntityObject, message: string) => void;
+  /** Called with the objects Weaviate refused for good (after their retries) and its message for each. */
+  onRejected: (rejected: Array<{ object: EntityObject; message: string }>) => Promise<void>;
   counters: UpsertCounters;
   log?: (message: string) => void;
 }
@@ -74,6 +75,7 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
         counters.sent += objects.length;
         const result = await options.collection.data.insertMany(payload);
         const acked: EntityObject[] = [];
+        const refused: Array<{ object: EntityObject; message: string }> = [];
         objects.forEach((o, i) => {
           const error = result.errors[i];
           if (!error) acked.push(o);
@@ -84,12 +86,13 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
               retryQueue.push({ object: o, attempts: tries, message: error.message });
             } else {
               counters.rejected++;
-              options.onRejected(o, error.message);
+              refused.push({ object: o, message: error.message });
             }
           }
         });
         counters.acked += acked.length;
         await options.onAcked(acked);
+        if (refused.length) await options.onRejected(refused);
         return;
       } catch (err) {
         if (attempt >= options.requestRetries)

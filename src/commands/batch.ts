@@ -182,7 +182,8 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
     const waited = !config.batch_manual_polling || result.realtime !== undefined;
     const failedForGood = result.status.strings.failedPermanent + result.status.strings.failedExhausted;
     if (waited && failedForGood > 0) log.warn(`${num(failedForGood)} string(s) failed for good; \`embatch retry\` lists them with the API's messages`);
-    if (waited && (!result.done || failedForGood > 0)) process.exitCode = 1;
+    if (result.indexed.rejected > 0) log.warn(`${num(result.indexed.rejected)} object(s) refused by the sink; see index_rejects.jsonl, fix the cause, then: embatch index --retry-rejects`);
+    if ((waited && (!result.done || failedForGood > 0)) || result.indexed.rejected > 0) process.exitCode = 1;
   },
 };
 

@@ -13,20 +13,24 @@ interface SinkArgs extends CommonArgs {
 
 const sinkOption = { type: 'string' as const, describe: 'Where objects go: weaviate (default), jsonl (stdout) or jsonl:<path>' };
 
-export const indexCommand: CommandModule<CommonArgs, SinkArgs> = {
+export const indexCommand: CommandModule<CommonArgs, SinkArgs & { 'retry-rejects': boolean }> = {
   command: 'index',
-  describe: 'Index every downloaded result file not indexed yet into Weaviate (or another sink)',
-  builder: (y) => y.option('sink', sinkOption) as never,
+  describe: 'Index into Weaviate (or another sink) every downloaded object that target has not taken yet',
+  builder: (y) =>
+    y
+      .option('sink', sinkOption)
+      .option('retry-rejects', { type: 'boolean', default: false, describe: 'Send again the objects this target refused for good on an earlier run (once their cause is gone)' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
     const { StateStore } = await import('../store.js');
-    const { indexDownloaded } = await import('../results.js');
+    const { indexDownloaded, parseSink, sinkLabel } = await import('../results.js');
     const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
     try {
-      const s = await indexDownloaded(config, store, args.sink);
-      if (args.json) printJson({ command: 'index', ...(s ?? { files: 0 }) });
-      else if (!s) log.info('nothing to index: no downloaded result file is waiting (embatch status shows what is)');
+      const s = await indexDownloaded(config, store, args.sink, { retryRejects: args['retry-rejects'] });
+      if (args.json) printJson({ command: 'index', ...(s ?? { files: 0, sink: sinkLabel(parseSink(args.sink), config) }) });
+      else if (!s) log.info(`nothing to index into ${sinkLabel(parseSink(args.sink), config)}: it has taken every downloaded result file (embatch status shows what is still to come)`);
       else printIndexSummary(s);
+      if (s) failOnRejects(s);
     } finally {
       await store.close();
     }
@@ -65,6 +69,7 @@ export const replayCommand: CommandModule<CommonArgs, ReplayArgs> = {
       const s = await indexFiles(config, store, inputs, parseSink(args.sink), { skipIndexed: false });
       if (args.json) printJson({ command: 'replay', ...s });
       else printIndexSummary(s);
+      failOnRejects(s);
     } finally {
       await store.close();
       if (tempDir) rmSync(tempDir, { recursive: true, force: true });
@@ -149,6 +154,13 @@ export const queryCommand: CommandModule<CommonArgs, QueryArgs> = {
   },
 };
 
+/** Objects the sink refused for good are a failure: exit 1 (0 means nothing failed), saying where they are. */
+export function failOnRejects(s: IndexSummary): void {
+  if (!s.rejected) return;
+  log.warn(`${num(s.rejected)} object(s) refused by ${s.sink}; the reasons are in ${s.rejectsFile}. Fix the cause, then: embatch index --retry-rejects`);
+  process.exitCode = 1;
+}
+
 export function printIndexSummary(s: IndexSummary): void {
   const failed = Object.entries(s.failedLines).map(([code, n]) => `${code} ${num(n)}`).join(', ');
   log.info(
@@ -156,6 +168,7 @@ export function printIndexSummary(s: IndexSummary): void {
       `indexed ${s.files} file(s) into ${s.sink}`,
       `  result lines       ${num(s.lines)}: ${num(s.embeddedLines)} embedded, ${num(s.lines - s.embeddedLines)} failed`,
       `  objects            ${num(s.objects)} sent, ${num(s.acked)} acknowledged${s.rejected ? `, ${num(s.rejected)} rejected` : ''}${s.alreadyIndexed ? ` (${num(s.alreadyIndexed)} already indexed, skipped)` : ''}`,
+      s.alreadyRejected ? `  not sent again     ${num(s.alreadyRejected)} refused for good on an earlier run (--retry-rejects sends them)` : '',
       failed ? `  failed lines       ${failed} (in ${s.rejectsFile})` : '',
       s.requestRetries || s.objectRetries ? `  retries            ${num(s.requestRetries)} request(s), ${num(s.objectRetries)} object(s)` : '',
       `  took               ${s.elapsedSeconds.toFixed(1)} s, peak memory ${s.peakRssMB.toFixed(0)} MB`,

@@ -103,7 +103,7 @@ export async function faultRun(o: { rate: number; rows: number; seed: number; di
     try {
       for await (const key of store.indexed.keys()) {
         indexedMarks++;
-        indexed.add(Number(key.split(':')[0]));
+        indexed.add(Number(key.split(':')[1])); // <target>:<id>:<field>
       }
       for await (const [id] of store.failureRecords()) if (!indexed.has(id)) failed.add(id);
       for await (const [id] of store.skipped()) skipped.add(id);

@@ -105,7 +105,7 @@ export async function stageOf(work: string): Promise<'prepare' | 'submit' | 'pol
     for await (const [, run] of store.runs.iterator()) prepared ||= run.state === 'done';
     if (!prepared) return 'prepare';
     const states = new Set<string>();
-    for await (const [, job] of store.requestFilesWithJobs()) states.add(job.state === 'downloaded' && !job.indexed ? 'unindexed' : job.state);
+    for await (const [, job] of store.requestFilesWithJobs()) states.add(job.state === 'downloaded' && !job.indexedTo?.length ? 'unindexed' : job.state);
     if (states.has('queued') || states.has('uploaded') || states.has('creating')) return 'submit';
     if (states.has('active')) return 'poll';
     if (states.has('ended')) return 'download';
