@@ -97,12 +97,13 @@ export async function waitForAsync(cond: () => Promise<boolean>, timeoutMs = 60_
 export const DEFAULT_FIELDS = ['composite', 'person', 'title', 'roles', 'subjects', 'genres'];
 
 /**
- * What a fixture holds, worked out here with csv-parse alone (not through embatch's stages): every distinct string of
+ * What a fixture (or a CSV at an absolute path) holds, worked out here with csv-parse alone (not through embatch's stages): every distinct string of
  * the embed fields with its count per field, and the cells that are null ("" or "NaN"). Expected values of tests that
  * run the real pipeline come from this.
  */
 export function fixtureStrings(name: string, fields = DEFAULT_FIELDS): { strings: Map<string, Map<string, number>>; nullCells: number; rows: number } {
-  const rows = parseCsvSync(readFileSync(fixture(name)), { columns: true, bom: true }) as Array<Record<string, string>>;
+  const file = path.isAbsolute(name) ? name : fixture(name);
+  const rows = parseCsvSync(readFileSync(file), { columns: true, bom: true }) as Array<Record<string, string>>;
   const strings = new Map<string, Map<string, number>>();
   let nullCells = 0;
   for (const row of rows)
