@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import split2 from 'split2';
 import { decodeLine, isRetryable as isRetryableLine } from '../transforms/decode-results.js';
-import { parseCustomId, RequestLineFormat, type RequestBatch } from '../transforms/format-requests.js';
+import { customIdOf, parseCustomId, RequestLineFormat, type RequestBatch } from '../transforms/format-requests.js';
 import { parseResults, type ParsedLine } from '../transforms/parse-results.js';
 import { writeRequestFiles } from '../transforms/write-request-files.js';
 import type { Config } from './config.js';
@@ -367,9 +367,6 @@ async function recordFileFailed(ctx: StoreCtx, file: RequestFile, code: string, 
   }
   await ctx.store.addFailures(slice);
 }
-
-/** A line's custom_id read off its start, without parsing the rest (a result line's embedding, a request's text). */
-const customIdOf = (line: string) => /"custom_id":\s*"([^"]+)"/.exec(line)?.[1];
 
 /** After a retry batch: strings in its output file succeeded, so their failure records go. */
 async function clearSucceeded(ctx: Ctx, outputFile: string): Promise<void> {

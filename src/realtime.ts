@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import split2 from 'split2';
-import { parseCustomId } from '../transforms/format-requests.js';
+import { customIdOf, parseCustomId } from '../transforms/format-requests.js';
 import type { Ctx } from './batches.js';
 import { EmbatchError } from './errors.js';
 import { log } from './log.js';
@@ -253,6 +253,6 @@ async function keepWholeLines(file: string): Promise<Set<string>> {
     closeSync(fd);
   }
   const ids = new Set<string>();
-  for await (const id of createReadStream(file).pipe(split2('\n', (l: string) => /"custom_id":"([^"]+)"/.exec(l)?.[1]))) ids.add(id as string);
+  for await (const id of createReadStream(file).pipe(split2('\n', customIdOf))) ids.add(id as string);
   return ids;
 }

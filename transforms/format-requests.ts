@@ -45,6 +45,14 @@ export function parseCustomId(customIdText: string): { crc: string; field: strin
   return m ? { crc: m[1]!, field: m[2]!, id: Number(m[3]) } : undefined;
 }
 
+/**
+ * The custom_id of a request or result line, read off the line's text without parsing the rest (a result line's
+ * embedding, a request's input): for passes that need only the ids.
+ */
+export function customIdOf(line: string): string | undefined {
+  return /"custom_id":\s*"([^"]+)"/.exec(line)?.[1];
+}
+
 /** Lowercase hex digits as bytes. */
 const HEX_DIGITS = Buffer.from('0123456789abcdef');
 const CUSTOM_ID_START = Buffer.from('{"custom_id":"');
