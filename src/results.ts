@@ -168,9 +168,21 @@ export async function indexFiles(
     failureWrites.catch(() => {}); // awaited after each file; this only keeps an early failure from being "unhandled"
     return failureWrites;
   };
+  // Acknowledged objects are recorded in slices of 5,000 (and at the end of each file, and when the run stops): one
+  // LevelDB write per 50-line batch made a JSONL replay of 50,000 lines 25-35% slower. A mark lost to a crash only
+  // means the object is sent again, which every target takes as the same object.
+  let ackedPairs: Array<[number, string]> = [];
+  const flushAcked = async () => {
+    const slice = ackedPairs;
+    ackedPairs = [];
+    await store.markIndexed(target, slice);
+  };
   const report = {
     counters,
-    acked: (objects: EntityObject[]) => store.markIndexed(target, objects.map((o) => [o.stringId, o.field])),
+    acked: async (objects: EntityObject[]) => {
+      for (const o of objects) ackedPairs.push([o.stringId, o.field]);
+      if (ackedPairs.length >= 5000) await flushAcked();
+    },
     refused: async (refused: Array<{ object: EntityObject; message: string }>) => {
       for (const { object: o, message } of refused) reject({ code: 'weaviate_rejected', target: label, uuid: o.uuid, stringId: o.stringId, field: o.field, reason: message, at: new Date().toISOString() });
       await store.markRejected(target, refused.map(({ object: o }) => [o.stringId, o.field]));
@@ -210,6 +222,7 @@ export async function indexFiles(
         sink.stage(report),
       );
       await flushFailures();
+      await flushAcked();
       summary.files++;
       summary.lines += lines;
       // The pipeline ended whole: every object was acknowledged or refused for good (a failed request throws).
@@ -217,6 +230,8 @@ export async function indexFiles(
     }
   } finally {
     await flushFailures().catch(() => {});
+    // What the target acknowledged before a failure is recorded, so a rerun goes on from there.
+    await flushAcked().catch(() => {});
     await sink.close();
     const r = rejects as WriteStream | undefined;
     if (r) await new Promise<void>((resolve) => r.end(() => resolve()));

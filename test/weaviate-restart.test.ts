@@ -39,7 +39,8 @@ test('Weaviate stopped in the middle of an index run and restarted: nothing lost
   const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
   // Once Weaviate holds more than one request's objects, the index run is frozen, Weaviate stopped, and the run let go
   // on: it meets a stopped server in the middle of its work, whatever the machine's speed. One request at a time, the
-  // second is sent only once the first is acknowledged and recorded, so the rerun has something to skip.
+  // second is sent only once the run has the first one's acknowledgement, which it records when it stops, so the rerun
+  // has something to skip.
   const watch = await weaviate.connectToLocal({ host: target.host, port: target.httpPort, grpcPort: target.grpcPort });
   let held = 0;
   await waitForAsync(async () => (held = await watch.collections.get('EntityString').aggregate.overAll().then((a) => a.totalCount, () => 0)) > 100);
