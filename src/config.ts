@@ -50,6 +50,7 @@ const simulatorSchema = z
     tpm: z.number().positive().nullable().default(null),
     quota_tokens: z.number().int().min(0).nullable().default(null),
     reject_inputs_containing: z.string().min(1).nullable().default(null),
+    omit_inputs_containing: z.string().min(1).nullable().default(null),
   })
   .strict();
 
@@ -106,7 +107,7 @@ export const configSchema = z
     allow_unknown_model: z.boolean().default(false),
     dimensions: z.number().int().min(1).max(65_535).nullable().default(null),
     encoding_format: z.enum(['float', 'base64']).default('base64'),
-    embed_fields: commaList(z.string().min(1)).default(['composite', 'person', 'title', 'roles', 'subjects', 'genres']),
+    embed_fields: commaList(z.string().min(1)).default(['composite', 'person', 'title', 'roles', 'subjects', 'genres']).refine((f) => f.length <= 65_536, 'can name at most 65,536 columns'),
     max_input_tokens: z.number().int().min(1).max(8192).default(8192),
     over_long_inputs: z.enum(['skip', 'truncate']).default('skip'),
     max_file_bytes: z.number().int().min(1024).max(209_715_200).default(200_000_000),

@@ -152,6 +152,21 @@ async function dedupOnce(workDir: string, batches: ExtractedBatch[], fields = ['
   return { fresh, counters, store };
 }
 
+test('more than 255 embed fields: a string is counted under its own field (field indexes once wrapped at 256)', async (t) => {
+  const fields = Array.from({ length: 300 }, (_, i) => `f${i}`);
+  // 'late' first in field 299, then in 298; 'early' in field 1 and field 257 (257 wrapped to 1 as a byte).
+  const batch: ExtractedBatch = { texts: ['late', 'late', 'early', 'early'], fields: [299, 298, 1, 257], lines: [2, 2, 3, 3] };
+  const distinct = aggregateBatch(batch);
+  assert.deepEqual([...distinct.firstField], [299, 1]);
+  assert.deepEqual(distinct.more, [0, 298, 1, 1, 257, 1]);
+  const { fresh, store } = await dedupOnce(tempDir(t), [batch], fields);
+  assert.deepEqual(fresh.map((s) => [s.text, s.field]), [['late', 'f299'], ['early', 'f1']]);
+  const [late, early] = await store.readStrings([0, 1]);
+  assert.deepEqual(store.frequencies(late!.record), { f299: 1, f298: 1 });
+  assert.deepEqual(store.frequencies(early!.record), { f1: 1, f257: 1 });
+  await store.close();
+});
+
 test('dedupStrings: CRC32 collisions stay apart, one string in two fields is one request, reruns add nothing', async (t) => {
   const dir = tempDir(t);
   const batch: ExtractedBatch = { texts: ['plumless', 'buckeroo', 'Ibsen', 'Ibsen', 'plumless'], fields: [0, 0, 0, 1, 0], lines: [2, 3, 4, 4, 5] };

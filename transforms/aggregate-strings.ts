@@ -8,8 +8,8 @@ import type { ExtractedBatch } from './extract-strings.js';
  */
 export interface DistinctBatch {
   texts: string[];
-  /** Embed field index where texts[i] was first seen, and its occurrences there. */
-  firstField: Uint8Array;
+  /** Embed field index where texts[i] was first seen, and its occurrences there (up to 65,536 embed fields). */
+  firstField: Uint16Array;
   count: Uint32Array;
   /** Occurrences in other fields (rare): flat triples of text index, field index, occurrences. */
   more: number[];
@@ -24,7 +24,7 @@ export function aggregateBatch(batch: ExtractedBatch): DistinctBatch {
   const firstField: number[] = [];
   const count: number[] = [];
   const lines: number[] = [];
-  const more = new Map<number, number>(); // text index * 256 + field -> occurrences
+  const more = new Map<number, number>(); // text index * 65,536 + field -> occurrences
   for (let i = 0; i < batch.texts.length; i++) {
     const text = batch.texts[i]!;
     const field = batch.fields[i]!;
@@ -36,11 +36,12 @@ export function aggregateBatch(batch: ExtractedBatch): DistinctBatch {
       count.push(1);
       lines.push(batch.lines[i] ?? 0);
     } else if (field === firstField[at]) count[at]!++;
-    else more.set(at * 256 + field, (more.get(at * 256 + field) ?? 0) + 1);
+    else more.set(at * 65_536 + field, (more.get(at * 65_536 + field) ?? 0) + 1);
   }
   const flat: number[] = [];
-  for (const [k, n] of more) flat.push(Math.floor(k / 256), k % 256, n);
-  return { texts, firstField: Uint8Array.from(firstField), count: Uint32Array.from(count), more: flat, lines: Uint32Array.from(lines) };
+  for (const [k, n] of more) flat.push(Math.floor(k / 65_536), k % 65_536, n);
+  // Field indexes were bytes once, and wrapped above 255 embed fields (the 300th field counted as the 44th).
+  return { texts, firstField: Uint16Array.from(firstField), count: Uint32Array.from(count), more: flat, lines: Uint32Array.from(lines) };
 }
 
 /**
