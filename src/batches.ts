@@ -368,8 +368,8 @@ async function recordFileFailed(ctx: StoreCtx, file: RequestFile, code: string, 
   await ctx.store.addFailures(slice);
 }
 
-/** After a retry batch: strings in its output file succeeded, so their failure records go. */
-async function clearSucceeded(ctx: Ctx, outputFile: string): Promise<void> {
+/** After a retry batch (or a retry file embedded in real time): strings in its output file succeeded, so their failure records go. */
+export async function clearSucceeded(ctx: StoreCtx, outputFile: string): Promise<void> {
   let ids: number[] = [];
   const flush = async () => ctx.store.clearFailures(ids.splice(0));
   // Only the custom_id is needed: read it from the start of the line instead of parsing a whole embedding.

@@ -65,6 +65,6 @@ export function simulatorOptions(config: Config, dir: string): SimulatorOptions 
       lineBadRequestRate: s.line_bad_request_rate,
     },
     faults: { rate429: s.rate_429, rate500: s.rate_500, rateReset: s.rate_reset, rateStall: s.rate_stall, rateTruncate: s.rate_truncate, truncateFirstDownloads: s.truncate_first_downloads },
-    limits: { rpm: s.rpm, tpm: s.tpm, quotaTokens: s.quota_tokens, rejectInputsContaining: s.reject_inputs_containing },
+    limits: { rpm: s.rpm, tpm: s.tpm, quotaTokens: s.quota_tokens, rejectInputsContaining: s.reject_inputs_containing, omitInputsContaining: s.omit_inputs_containing },
   };
 }

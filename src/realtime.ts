@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import split2 from 'split2';
 import { customIdOf, parseCustomId } from '../transforms/format-requests.js';
-import type { Ctx } from './batches.js';
+import { clearSucceeded, type Ctx } from './batches.js';
 import { EmbatchError } from './errors.js';
 import { log } from './log.js';
 import { estimateCost } from './models.js';
@@ -146,6 +146,8 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
     } finally {
       await new Promise<void>((resolve) => out.end(() => resolve()));
     }
+    // A retry file's strings that are now embedded are failures no longer (as for a retry batch's download).
+    if (file.retry) await clearSucceeded(ctx, outPath);
     await store.putJob({ ...job, state: 'downloaded', outputFile: name, outputLines: outLines, counts: { total: file.lines, completed: outLines, failed: file.lines - outLines } });
     log.info(`${file.name}: embedded in real time into ${name}`);
   }
@@ -168,9 +170,11 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
         const requestId = response.headers.get('x-request-id') ?? `rt_${s.requests}`;
         const perInput = body.usage?.prompt_tokens !== undefined && inputs.length === 1 ? body.usage.prompt_tokens : undefined;
         let text = '';
+        const answered = new Set<number>();
         for (const item of body.data) {
           const input = inputs[item.index];
-          if (!input) continue;
+          if (!input || answered.has(item.index)) continue;
+          answered.add(item.index);
           const usage = perInput ?? input.tokens;
           text += JSON.stringify({
             id: `rt_req_${requestId}_${item.index}`,
@@ -180,13 +184,16 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
           }) + '\n';
         }
         if (!out.write(text)) await once(out, 'drain');
-        s.embedded += body.data.length;
+        s.embedded += answered.size;
+        // An answer without some of the embeddings asked for: those strings are recorded, never skipped in silence.
+        const missing = inputs.filter((_, i) => !answered.has(i));
+        if (missing.length) await recordFailed(missing, 'no_embedding', 'the API answered without an embedding for this input', true);
         s.tokens += tokens;
         // Writes in order, one at a time: concurrent read-modify-writes of the day's total would lose some.
         if (rt.tpd) await (dayWrites = dayWrites.then(() => store.addTokensOnDay(today(), tokens)));
         window.push([performance.now(), tokens]);
         report();
-        return body.data.length;
+        return answered.size;
       } catch (err) {
         if (err instanceof OpenAI.RateLimitError && (err.code === 'insufficient_quota' || err.type === 'insufficient_quota'))
           throw new EmbatchError('API_QUOTA', 'the OpenAI account has no quota left (insufficient_quota): add credit, then rerun; the strings embedded so far are kept', { cause: err });

@@ -172,3 +172,27 @@ test('the rate limiter reserves before sending and never exceeds its budget; dur
   assert.equal(parseDuration('7'), 7000);
   assert.equal(parseDuration(null), undefined);
 });
+
+test('an answer without some of the embeddings asked for: those strings are recorded as failed, then retried', async (t) => {
+  const { cli, sim } = await setup(t, { limits: { omitInputsContaining: 'Winterreise' } });
+  const r = await cli(['run', fixture('catalog.csv'), '--realtime', '--json', '--sink', 'none']);
+  assert.equal(r.code, 1, 'not everything was embedded');
+  const s = JSON.parse(r.stdout);
+  const missing = [...fixtureStrings('catalog.csv').strings.keys()].filter((text) => text.includes('Winterreise')).length;
+  assert.ok(missing >= 1);
+  assert.equal(s.realtime.failed, missing, 'each string the answer left out is recorded');
+  assert.equal(s.realtime.embedded + s.realtime.failed, s.realtime.strings);
+  assert.equal(s.status.strings.failedRetryable, missing);
+  assert.equal(sim.stats.embedding_inputs, s.realtime.strings, 'each asked for once');
+  // The fault gone (another simulator without it), retry writes them into a new file, and a real-time run embeds
+  // exactly them.
+  const retry = JSON.parse((await cli(['retry', '--json'])).stdout);
+  assert.equal(retry.requeued, missing);
+  const healthy = await startSimulator({ dir: path.join(tempDir(t), 'sim2'), apiKey: KEY });
+  t.after(() => healthy.close());
+  const again = await cli(['run', '--realtime', '--json', '--sink', 'none'], { OPENAI_BASE_URL: healthy.baseURL });
+  assert.equal(again.code, 0, again.stderr);
+  const a = JSON.parse(again.stdout);
+  assert.deepEqual([a.realtime.embedded, a.realtime.failed, healthy.stats.embedding_inputs], [missing, 0, missing]);
+  assert.deepEqual(a.status.strings, { failedRetryable: 0, failedPermanent: 0, failedExhausted: 0, queuedForRetry: 0 }, 'no failure left');
+});

@@ -44,6 +44,8 @@ export interface RateLimitOptions {
   quotaTokens: number | null;
   /** A request with an input containing this text fails with 400 (a stand-in for an input the model rejects). */
   rejectInputsContaining: string | null;
+  /** A fault: the answer leaves out the embeddings of inputs containing this text (a 200 with fewer data items). */
+  omitInputsContaining: string | null;
 }
 
 export interface SimulatorOptions {
@@ -79,7 +81,7 @@ class HttpError extends Error {
 
 export async function startSimulator(options: SimulatorOptions, port = 0, host = '127.0.0.1'): Promise<RunningSimulator> {
   const engine = new SimulatorEngine(options.dir, { ...DEFAULT_ENGINE, ...options.engine });
-  const limits: RateLimitOptions = { rpm: null, tpm: null, quotaTokens: null, rejectInputsContaining: null, ...options.limits };
+  const limits: RateLimitOptions = { rpm: null, tpm: null, quotaTokens: null, rejectInputsContaining: null, omitInputsContaining: null, ...options.limits };
   const rpm = limits.rpm ?? DEFAULT_RPM;
   const tpm = limits.tpm ?? DEFAULT_TPM;
   const requestBucket = new Bucket(rpm);
@@ -279,7 +281,10 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
     stats.embedding_tokens = (stats.embedding_tokens ?? 0) + tokens;
     stats.embedding_inputs = (stats.embedding_inputs ?? 0) + checked.inputs.length;
     headers();
-    send(res, 200, embeddingResponse(body as unknown as EmbeddingBody, checked));
+    const answer = embeddingResponse(body as unknown as EmbeddingBody, checked);
+    const omit = limits.omitInputsContaining;
+    if (omit !== null) answer.data = answer.data.filter((d) => !checked.inputs[d.index]!.includes(omit));
+    send(res, 200, answer);
   }
 
   function notFound(kind: string, id: string): never {
