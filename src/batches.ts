@@ -255,6 +255,10 @@ export interface DownloadSummary {
   embedded: number;
   failedLines: number;
   redownloads: number;
+  /** Error-file lines that name no request of the file (a custom_id not ours, or not readable): counted, not dropped. */
+  unmatchedErrorLines: number;
+  /** Requests with no line in either file: recorded as failed (retryable), so none is lost between the two files. */
+  missingLines: number;
 }
 
 /**
@@ -262,7 +266,7 @@ export interface DownloadSummary {
  * temporary name until whole and checked against request_counts), then records which strings failed and why.
  */
 export async function downloadEnded(ctx: Ctx): Promise<DownloadSummary> {
-  const s: DownloadSummary = { files: 0, embedded: 0, failedLines: 0, redownloads: 0 };
+  const s: DownloadSummary = { files: 0, embedded: 0, failedLines: 0, redownloads: 0, unmatchedErrorLines: 0, missingLines: 0 };
   const dir = workPaths(ctx.config.work_dir).results;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   for await (const [file, job] of ctx.store.requestFilesWithJobs()) {
@@ -283,8 +287,13 @@ export async function downloadEnded(ctx: Ctx): Promise<DownloadSummary> {
       job.errorFile = name;
       s.failedLines += job.errorLines;
       s.files++;
-      await recordFailures(ctx, file, path.join(dir, name));
+      const { matched, unmatched } = await recordFailures(ctx, file, path.join(dir, name));
+      s.unmatchedErrorLines += unmatched;
+      if (unmatched) log.warn(`${name}: ${unmatched} line(s) name no request of ${file.name} (custom_id not ours or unreadable)`);
+      job.errorLines = matched;
     }
+    // Every request has a line in one of the two files; any that has none is recorded, never left in between.
+    if ((job.outputLines ?? 0) + (job.errorLines ?? 0) < file.lines) s.missingLines += await recordMissing(ctx, file, job);
     job.state = 'downloaded';
     await ctx.store.putJob(job);
     log.info(`${file.name}: downloaded ${job.outputLines ?? 0} results${job.errorLines ? ` and ${job.errorLines} failed lines` : ''}`);
@@ -342,18 +351,49 @@ async function downloadOnce(ctx: Ctx, fileId: string, partial: string): Promise<
   return lines;
 }
 
-/** Reads an error file line by line (the index path's parser and checks) and records each failed string and why. */
-async function recordFailures(ctx: Ctx, file: RequestFile, errorFile: string): Promise<void> {
+/**
+ * Reads an error file line by line (the index path's parser and checks) and records each failed string and why.
+ * Returns how many lines named a request of the file and how many did not (those cannot be tied to a string).
+ */
+async function recordFailures(ctx: Ctx, file: RequestFile, errorFile: string): Promise<{ matched: number; unmatched: number }> {
   let slice: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]> = [];
+  let matched = 0;
+  let unmatched = 0;
   for await (const line of createReadStream(errorFile).pipe(parseResults(errorFile))) {
     const failed = decodeLine(line as ParsedLine, null);
-    if ('vector' in failed || !failed.customId) continue;
-    const parsed = parseCustomId(failed.customId);
-    if (!parsed) continue;
+    const parsed = 'vector' in failed || !failed.customId ? undefined : parseCustomId(failed.customId);
+    if (!parsed || 'vector' in failed) {
+      unmatched++;
+      continue;
+    }
+    matched++;
     slice.push([parsed.id, { customId: failed.customId!, seq: file.seq, code: failed.code, message: failed.reason, retryable: failed.retryable }]);
     if (slice.length >= 5000) await ctx.store.addFailures(slice.splice(0));
   }
   await ctx.store.addFailures(slice);
+  return { matched, unmatched };
+}
+
+/**
+ * The requests of a file that have a line in neither its output nor its error file, recorded as failed (retryable).
+ * Holds the ids seen in the two files, at most the request file's lines (50,000).
+ */
+async function recordMissing(ctx: Ctx, file: RequestFile, job: JobRecord): Promise<number> {
+  const dir = workPaths(ctx.config.work_dir).results;
+  const seen = new Set<string>();
+  for (const name of [job.outputFile, job.errorFile]) {
+    if (!name) continue;
+    for await (const id of createReadStream(path.join(dir, name)).pipe(split2('\n', customIdOf))) seen.add(id as string);
+  }
+  const missing: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]> = [];
+  const requests = path.join(workPaths(ctx.config.work_dir).requests, file.name);
+  for await (const customId of createReadStream(requests).pipe(split2('\n', customIdOf))) {
+    const parsed = parseCustomId(customId as string);
+    if (parsed && !seen.has(customId as string)) missing.push([parsed.id, { customId: customId as string, seq: file.seq, code: 'missing_from_results', message: "neither the batch's output file nor its error file has a line for this request", retryable: true }]);
+  }
+  await ctx.store.addFailures(missing);
+  if (missing.length) log.warn(`${file.name}: ${missing.length} request(s) have no line in the batch's result files; recorded as failed (embatch retry asks again)`);
+  return missing.length;
 }
 
 /** Every string of a request file failed for one reason (its batch failed validation): each is recorded, in slices. */

@@ -1,6 +1,6 @@
 /** The batch lifecycle under trouble: queue limits, expiry, kills around submit, broken downloads, API faults. */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { allBatches, embeddedIds, setup, until } from './batch-support.js';
@@ -115,4 +115,27 @@ test('under 429s, 500s, connection resets and a stalled download the cycle still
   assert.ok(final.strings.failedPermanent > 0, 'some lines were rejected for good');
   assert.ok(retry.permanentSamples.every((p: { code: string; message: string }) => p.code === 'invalid_value' && p.message.length > 0));
   assert.ok((sim.stats.fault_429 ?? 0) + (sim.stats.fault_500 ?? 0) + (sim.stats.fault_reset ?? 0) > 0, JSON.stringify(sim.stats));
+});
+
+test('an error line that names no request is counted, and the request without a line recorded as failed, not lost', async (t) => {
+  const { json, sim, client } = await setup(t, { engine: { lineBadRequestRate: 0.2 } });
+  await json(['prepare', fixture('catalog.csv')]);
+  await json(['submit']);
+  await until(() => json(['status']), (r) => r.totals.ended === 1);
+  const [batch] = await allBatches(client);
+  const failed = batch!.request_counts!.failed;
+  assert.ok(failed > 1, `${failed} lines refused`);
+  // One error line's custom_id made unreadable, the file's length unchanged (the download checks it).
+  const errors = path.join(sim.engine.dir, 'files', `${batch!.error_file_id}.content`);
+  const lines = readFileSync(errors, 'utf8').trim().split('\n');
+  const victim = JSON.parse(lines[0]!).custom_id as string;
+  lines[0] = lines[0]!.replace(victim, `zzzzzzzz${victim.slice(8)}`);
+  writeFileSync(errors, lines.join('\n') + '\n');
+  const dl = await json(['download']);
+  assert.deepEqual([dl.embedded, dl.failedLines, dl.unmatchedErrorLines, dl.missingLines], [93 - failed, failed, 1, 1]);
+  const status = await json(['status']);
+  assert.deepEqual([status.strings.failedPermanent, status.strings.failedRetryable], [failed - 1, 1], 'the refused lines, and the request left without a line');
+  const retry = await json(['retry']);
+  assert.equal(retry.requeued, 1);
+  assert.equal(JSON.parse(readFileSync(retry.files[0], 'utf8').trim()).custom_id, victim, 'exactly that request is asked again');
 });

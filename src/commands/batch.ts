@@ -82,7 +82,11 @@ export const downloadCommand: CommandModule<CommonArgs, ApiArgs> = {
       return downloadEnded(ctx);
     });
     if (args.json) printJson({ command: 'download', ...s });
-    else log.info(`downloaded ${s.files} file(s): ${num(s.embedded)} results, ${num(s.failedLines)} failed lines${s.redownloads ? ` (${s.redownloads} incomplete download(s) redone)` : ''}`);
+    else
+      log.info(
+        `downloaded ${s.files} file(s): ${num(s.embedded)} results, ${num(s.failedLines)} failed lines${s.redownloads ? ` (${s.redownloads} incomplete download(s) redone)` : ''}` +
+          (s.missingLines || s.unmatchedErrorLines ? `; ${num(s.missingLines)} request(s) with no line at all (recorded as failed), ${num(s.unmatchedErrorLines)} error line(s) naming no request` : ''),
+      );
   },
 };
 
