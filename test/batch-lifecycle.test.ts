@@ -4,7 +4,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import { writeCatalog } from '../bench/gen-catalog.js';
-import { allBatches, embeddedIds, KEY, setup, until } from './batch-support.js';
+import { allBatches, embeddedIds, KEY, setup, untilState } from './batch-support.js';
 import { fixture, requestLines, runCli, tempDir } from './helpers.js';
 
 test('prepare, submit, status, download: every string comes back, with live counts and a cost report', async (t) => {
@@ -19,13 +19,13 @@ test('prepare, submit, status, download: every string comes back, with live coun
   assert.equal(batches.length, 2);
   assert.ok(batches.every((b) => b.metadata?.embatch_seq && b.metadata?.embatch_sha256 && b.endpoint === '/v1/embeddings' && b.completion_window === '24h'));
 
-  const live = await until(
+  const live = await untilState(
     () => json(['status']),
     (r) => r.jobs.some((j: { status: string; completed: number }) => j.status === 'in_progress' && j.completed > 0),
   );
   assert.ok(live.totals.completed < 93, 'live counts while in progress');
   sim.engine.options.linesPerSecond = 100_000;
-  const report = await until(
+  const report = await untilState(
     () => json(['status']),
     (r) => r.totals.ended === 2,
   );
@@ -83,7 +83,7 @@ test('the API key never reaches logs, state, request or result files', async (t)
   };
   await run(['prepare', fixture('catalog.csv')]);
   await run(['submit', '--json']);
-  await until(() => json(['status']), (r) => r.totals.ended === 1);
+  await untilState(() => json(['status']), (r) => r.totals.ended === 1);
   await run(['download']);
   await run(['status', '--json']);
   for (const o of outputs) assert.ok(!o.includes(KEY));
@@ -112,7 +112,7 @@ test('run with automatic polling goes from CSV to downloaded results in one comm
   await json2(['submit']);
   const cancelled = await json2(['cancel']);
   assert.equal(cancelled.cancelled.length, 1);
-  await until(async () => (await allBatches(client))[0]!.status, (s) => s === 'cancelled');
+  await untilState(async () => (await allBatches(client))[0]!.status, (s) => s === 'cancelled');
 
   const refused = await cli(['reset']);
   assert.equal(refused.code, 2, 'reset without --yes off a terminal is refused');
@@ -151,10 +151,10 @@ test('cancel of a batch that has already ended is not an error: its state is rea
   const { json, sim, client } = await setup(t, { engine: { linesPerSecond: 1 } });
   await json(['prepare', fixture('catalog.csv')]);
   await json(['submit']);
-  await until(() => json(['status']), (r) => r.jobs[0].status === 'in_progress');
+  await untilState(() => json(['status']), (r) => r.jobs[0].status === 'in_progress');
   // The batch ends at the API while the work directory still has it in progress.
   sim.engine.options.linesPerSecond = 100_000;
-  await until(async () => (await allBatches(client))[0]!.status, (s) => s === 'completed');
+  await untilState(async () => (await allBatches(client))[0]!.status, (s) => s === 'completed');
   const c = await json(['cancel']);
   assert.deepEqual(c.cancelled, []);
   assert.equal(c.alreadyEnded.length, 1);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { allBatches, embeddedIds, setup, until } from './batch-support.js';
+import { allBatches, embeddedIds, setup, untilState } from './batch-support.js';
 import { fixture } from './helpers.js';
 
 test('a queue limit is hit and recovered: the batch goes back to the queue, not to the failures', async (t) => {
@@ -14,18 +14,17 @@ test('a queue limit is hit and recovered: the batch goes back to the queue, not 
   await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=50']);
   const env = { EMBATCH_QUEUE_RETRY_DELAY: '0.5' };
   await json(['submit'], env);
-  const requeued = await until(
+  const requeued = await untilState(
     () => json(['status'], env),
     (r) => r.jobs.some((j: { error: string | null; state: string }) => j.error?.includes('token_limit_exceeded') && j.state === 'uploaded'),
   );
   assert.equal(requeued.strings.failedPermanent, 0);
-  const final = await until(
+  const final = await untilState(
     async () => {
       await json(['submit'], env);
       return json(['download'], env).then(() => json(['status'], env));
     },
     (r) => r.totals.downloaded === 2,
-    40_000,
   );
   assert.equal(final.totals.completed, 93);
   const batches = await allBatches(client);
@@ -37,7 +36,7 @@ test('an expired batch is salvaged by retry until 100% of strings are embedded',
   const { work, json } = await setup(t, { engine: { linesPerSecond: 14, completionWindowSeconds: 4 } });
   await json(['prepare', fixture('catalog.csv')]);
   await json(['submit']);
-  await until(() => json(['status']), (r) => r.totals.ended === 1);
+  await untilState(() => json(['status']), (r) => r.totals.ended === 1);
   const dl = await json(['download']);
   // The simulator's pace: in progress 0.2 s after creation, 14 lines a second, expired at 4 s: the 53 lines done by
   // then (3.8 s x 14 = 53.2) are kept, the rest fail as batch_expired.
@@ -51,7 +50,7 @@ test('an expired batch is salvaged by retry until 100% of strings are embedded',
     if (status.strings.failedRetryable === 0 && status.totals.active === 0 && status.totals.ended === 0) break;
     const retry = await json(['retry']);
     if (retry.requeued) await json(['submit']);
-    await until(() => json(['status']), (r) => r.totals.active === 0);
+    await untilState(() => json(['status']), (r) => r.totals.active === 0);
     await json(['download']);
   }
   const ids = embeddedIds(work);
@@ -83,7 +82,7 @@ test('a truncated download is detected and redone', async (t) => {
   const { work, json } = await setup(t, { faults: { truncateFirstDownloads: 1 } });
   await json(['prepare', fixture('catalog.csv')]);
   await json(['submit']);
-  await until(() => json(['status']), (r) => r.totals.ended === 1);
+  await untilState(() => json(['status']), (r) => r.totals.ended === 1);
   const dl = await json(['download']);
   assert.equal(dl.redownloads, 1);
   assert.equal(dl.embedded, 93);
@@ -101,7 +100,7 @@ test('under 429s, 500s, connection resets and a stalled download the cycle still
   await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=30'], env);
   for (let round = 0; round < 8; round++) {
     await json(['submit'], env);
-    await until(() => json(['status'], env), (r) => r.totals.active === 0 && r.totals.queued === 0);
+    await untilState(() => json(['status'], env), (r) => r.totals.active === 0 && r.totals.queued === 0);
     await json(['download'], env);
     const s = await json(['status'], env);
     if (s.strings.failedRetryable === 0 && s.strings.queuedForRetry === 0) break;
@@ -121,7 +120,7 @@ test('an error line that names no request is counted, and the request without a 
   const { json, sim, client } = await setup(t, { engine: { lineBadRequestRate: 0.2 } });
   await json(['prepare', fixture('catalog.csv')]);
   await json(['submit']);
-  await until(() => json(['status']), (r) => r.totals.ended === 1);
+  await untilState(() => json(['status']), (r) => r.totals.ended === 1);
   const [batch] = await allBatches(client);
   const failed = batch!.request_counts!.failed;
   assert.ok(failed > 1, `${failed} lines refused`);

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { startSimulator, type SimulatorOptions } from '../src/simulator/server.js';
-import { runCli, tempDir } from './helpers.js';
+import { runCli, tempDir, until } from './helpers.js';
 
 export const KEY = 'sk-embatch-test-9f8e7d6c5b4a';
 
@@ -44,14 +44,6 @@ export function embeddedIds(work: string): string[] {
     .map((l) => l.custom_id as string);
 }
 
-/** Asks until the answer is what the test waits for; the timeout only stops a test that would otherwise hang. */
-export async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 120_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out; last: ${JSON.stringify(v).slice(0, 500)}`);
-    await new Promise((r) => setTimeout(r, 300));
-  }
-}
+/** A batch test's wait for a state, asked of the CLI (each ask starts a process: every 300 ms). */
+export const untilState = <T>(fn: () => Promise<T>, ok: (v: T) => boolean): Promise<T> => until(fn, ok, 120_000, 300);
 

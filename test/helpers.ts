@@ -73,24 +73,23 @@ export async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
 }
 
 /**
- * Waits for a condition on something outside the test's process (a file on disk, a server's state), looking every
- * 20 ms. The timeout only stops a test that would otherwise hang; it is not what the test waits for.
+ * Asks `ask` until its answer is what `ok` waits for (a file on disk, a server's count, a batch's state: something
+ * outside the test's process), every `everyMs`, and returns that answer. The timeout only stops a test that would
+ * otherwise hang; it is not what the test waits for. The one polling loop of the tests.
  */
-export async function waitFor(cond: () => boolean, timeoutMs = 60_000): Promise<void> {
+export async function until<T>(ask: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs = 120_000, everyMs = 20): Promise<T> {
   const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${cond.toString().slice(0, 120)}`);
-    await pause(20);
+  for (;;) {
+    const v = await ask();
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${ask.toString().slice(0, 120)}; last answer: ${JSON.stringify(v)?.slice(0, 500)}`);
+    await pause(everyMs);
   }
 }
 
-/** waitFor with a condition that has to ask (a server's count). */
-export async function waitForAsync(cond: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${cond.toString().slice(0, 120)}`);
-    await pause(20);
-  }
+/** until() for a yes-or-no condition. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 120_000): Promise<void> {
+  await until(cond, (yes) => yes, timeoutMs);
 }
 
 /** The embed fields of the default configuration. */

@@ -6,7 +6,7 @@ import weaviate from 'weaviate-client';
 import { spawn } from 'node:child_process';
 import { writeCatalog } from '../bench/gen-catalog.js';
 import { start, stop } from '../scripts/weaviate.js';
-import { CLI, runCli, tempDir, waitForAsync } from './helpers.js';
+import { CLI, runCli, tempDir, waitFor } from './helpers.js';
 import { weaviateForTests } from './weaviate-support.js';
 
 // This file stops and restarts its server, so it always starts one of its own.
@@ -43,7 +43,7 @@ test('Weaviate stopped in the middle of an index run and restarted: nothing lost
   // has something to skip.
   const watch = await weaviate.connectToLocal({ host: target.host, port: target.httpPort, grpcPort: target.grpcPort });
   let held = 0;
-  await waitForAsync(async () => (held = await watch.collections.get('EntityString').aggregate.overAll().then((a) => a.totalCount, () => 0)) > 100);
+  await waitFor(async () => (held = await watch.collections.get('EntityString').aggregate.overAll().then((a) => a.totalCount, () => 0)) > 100);
   await watch.close();
   child.kill('SIGSTOP');
   await stop(target.own!, () => {});
