@@ -231,7 +231,7 @@ export async function refreshActive(ctx: Ctx): Promise<RefreshSummary> {
         const code = errors[0]?.code ?? 'batch_failed';
         job.state = 'downloaded';
         job.error = errors.map((e) => `${e.code}${e.line ? ` (line ${e.line})` : ''}: ${e.message}`).join('; ') || 'failed without errors';
-        await recordFileFailed(ctx, file, code, job.error, isRetryableLine(code, undefined));
+        await recordRequestsFailed(ctx, file, () => true, { code, message: job.error, retryable: isRetryableLine(code, undefined) });
         s.failed++;
         log.warn(`${file.name}: ${batch.id} failed validation: ${job.error}`);
       }
@@ -356,22 +356,16 @@ async function downloadOnce(ctx: Ctx, fileId: string, partial: string): Promise<
  * Returns how many lines named a request of the file and how many did not (those cannot be tied to a string).
  */
 async function recordFailures(ctx: Ctx, file: RequestFile, errorFile: string): Promise<{ matched: number; unmatched: number }> {
-  let slice: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]> = [];
-  let matched = 0;
+  const failures = new FailureSlices(ctx.store);
   let unmatched = 0;
   for await (const line of createReadStream(errorFile).pipe(parseResults(errorFile))) {
     const failed = decodeLine(line as ParsedLine, null);
     const parsed = 'vector' in failed || !failed.customId ? undefined : parseCustomId(failed.customId);
-    if (!parsed || 'vector' in failed) {
-      unmatched++;
-      continue;
-    }
-    matched++;
-    slice.push([parsed.id, { customId: failed.customId!, seq: file.seq, code: failed.code, message: failed.reason, retryable: failed.retryable }]);
-    if (slice.length >= 5000) await ctx.store.addFailures(slice.splice(0));
+    if (!parsed || 'vector' in failed) unmatched++;
+    else await failures.add(parsed.id, { customId: failed.customId!, seq: file.seq, code: failed.code, message: failed.reason, retryable: failed.retryable });
   }
-  await ctx.store.addFailures(slice);
-  return { matched, unmatched };
+  await failures.flush();
+  return { matched: failures.count, unmatched };
 }
 
 /**
@@ -385,27 +379,39 @@ async function recordMissing(ctx: Ctx, file: RequestFile, job: JobRecord): Promi
     if (!name) continue;
     for await (const id of createReadStream(path.join(dir, name)).pipe(split2('\n', customIdOf))) seen.add(id as string);
   }
-  const missing: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]> = [];
+  const missing = await recordRequestsFailed(ctx, file, (customId) => !seen.has(customId), { code: 'missing_from_results', message: "neither the batch's output file nor its error file has a line for this request", retryable: true });
+  if (missing) log.warn(`${file.name}: ${missing} request(s) have no line in the batch's result files; recorded as failed (embatch retry asks again)`);
+  return missing;
+}
+
+/**
+ * Records the requests of a file that `which` picks (by custom_id) as failed for one reason: every string of a file
+ * whose batch failed validation, or those a batch's result files left out. Returns how many.
+ */
+async function recordRequestsFailed(ctx: StoreCtx, file: RequestFile, which: (customId: string) => boolean, failure: { code: string; message: string; retryable: boolean }): Promise<number> {
+  const failures = new FailureSlices(ctx.store);
   const requests = path.join(workPaths(ctx.config.work_dir).requests, file.name);
   for await (const customId of createReadStream(requests).pipe(split2('\n', customIdOf))) {
     const parsed = parseCustomId(customId as string);
-    if (parsed && !seen.has(customId as string)) missing.push([parsed.id, { customId: customId as string, seq: file.seq, code: 'missing_from_results', message: "neither the batch's output file nor its error file has a line for this request", retryable: true }]);
+    if (parsed && which(customId as string)) await failures.add(parsed.id, { customId: customId as string, seq: file.seq, ...failure });
   }
-  await ctx.store.addFailures(missing);
-  if (missing.length) log.warn(`${file.name}: ${missing.length} request(s) have no line in the batch's result files; recorded as failed (embatch retry asks again)`);
-  return missing.length;
+  await failures.flush();
+  return failures.count;
 }
 
-/** Every string of a request file failed for one reason (its batch failed validation): each is recorded, in slices. */
-async function recordFileFailed(ctx: StoreCtx, file: RequestFile, code: string, message: string, retryable: boolean): Promise<void> {
-  const filePath = path.join(workPaths(ctx.config.work_dir).requests, file.name);
-  let slice: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]> = [];
-  for await (const customId of createReadStream(filePath).pipe(split2('\n', customIdOf))) {
-    const parsed = parseCustomId(customId as string);
-    if (parsed) slice.push([parsed.id, { customId: customId as string, seq: file.seq, code, message, retryable }]);
-    if (slice.length >= 5000) await ctx.store.addFailures(slice.splice(0));
+/** Failure records written in slices of 5,000 as they come (one read of earlier attempts and one write per slice). */
+class FailureSlices {
+  #slice: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]> = [];
+  count = 0;
+  constructor(readonly store: StateStore) {}
+  async add(id: number, failure: Omit<FailureRecord, 'attempts' | 'retrySeq'>): Promise<void> {
+    this.#slice.push([id, failure]);
+    this.count++;
+    if (this.#slice.length >= 5000) await this.flush();
   }
-  await ctx.store.addFailures(slice);
+  async flush(): Promise<void> {
+    await this.store.addFailures(this.#slice.splice(0));
+  }
 }
 
 /** After a retry batch (or a retry file embedded in real time): strings in its output file succeeded, so their failure records go. */

@@ -123,11 +123,11 @@ export interface IndexInput {
   stdin?: Readable;
 }
 
-/** What happened to one file of an index run: whether the target took all of it, and whether it refused some. */
+/**
+ * One file of an index run that ended whole (a failed request throws instead): every object of it was acknowledged or
+ * refused for good, and `rejected` says how many were refused, now or on an earlier run (then not sent again).
+ */
 export interface FileOutcome {
-  /** Every object of the file was acknowledged or refused for good (none is left to send). */
-  complete: boolean;
-  /** Objects of the file the target refused for good: now, or on an earlier run (not sent again). */
   rejected: number;
 }
 
@@ -196,7 +196,7 @@ export async function indexFiles(
       const name = input.path === '-' ? '<stdin>' : input.path;
       let lines = 0;
       const rejectedBefore = counters.rejected;
-      let refusedBefore = 0;
+      let refusedEarlier = 0;
       await pipeline(
         source,
         parseResults(name),
@@ -214,7 +214,7 @@ export async function indexFiles(
           onSkipped: (acked, refused) => {
             summary.alreadyIndexed += acked;
             summary.alreadyRejected += refused;
-            refusedBefore += refused;
+            refusedEarlier += refused;
           },
           onMapped: (n) => (summary.embeddedLines += n),
         }),
@@ -225,8 +225,7 @@ export async function indexFiles(
       await flushAcked();
       summary.files++;
       summary.lines += lines;
-      // The pipeline ended whole: every object was acknowledged or refused for good (a failed request throws).
-      await opts.afterFile?.(input, { complete: true, rejected: counters.rejected - rejectedBefore + refusedBefore });
+      await opts.afterFile?.(input, { rejected: counters.rejected - rejectedBefore + refusedEarlier });
     }
   } finally {
     await flushFailures().catch(() => {});
@@ -272,7 +271,7 @@ export async function indexDownloaded(config: Config, store: StateStore, sink: s
     afterFile: async (input, outcome) => {
       const seq = (input as IndexInput & { seq: number }).seq;
       const job = await store.getJob(seq);
-      if (!job || !outcome.complete) return;
+      if (!job) return;
       const without = (list: number[] | undefined) => (list ?? []).filter((t) => t !== target);
       await store.putJob({ ...job, indexedTo: [...without(job.indexedTo), target], rejectsTo: outcome.rejected ? [...without(job.rejectsTo), target] : without(job.rejectsTo) });
     },

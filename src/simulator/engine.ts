@@ -350,7 +350,7 @@ export class SimulatorEngine {
   /**
    * Writes the output file (successful lines) and the error file (failed lines, lines whose body the endpoint refuses,
    * and batch_expired / batch_cancelled for lines never run), then ends the batch. OpenAI keeps no order in these files,
-   * so the lines come out in a full shuffle, seeded by the batch (see #shuffleInto): a reader that only works on lines
+   * so the lines come out in a full shuffle, seeded by the batch (see LineSpool): a reader that only works on lines
    * in input order fails here as it would against the real API.
    */
   async #finish(record: BatchRecord, status: 'completed' | 'expired' | 'cancelled', done: number, at: number): Promise<void> {
@@ -361,7 +361,6 @@ export class SimulatorEngine {
     const scratch = `${out.tempPath}.unshuffled`;
     const lines = new LineSpool(scratch);
     let usage = 0;
-    const refused = new Set(record.refused);
     if (b.request_counts.total > 0) {
       let i = -1;
       const input = createInterface({ input: createReadStream(this.#batchInput(b)), crlfDelay: Infinity });
@@ -376,9 +375,10 @@ export class SimulatorEngine {
           const code = status === 'expired' ? 'batch_expired' : 'batch_cancelled';
           const message = status === 'expired' ? 'This request could not be executed before the completion window expired.' : 'This request was not executed because the batch was cancelled.';
           await lines.add(false, JSON.stringify({ ...base, response: null, error: { code, message } }));
-        } else if (checked.error || refused.has(i)) {
-          // As recorded for real batches: the endpoint's error body under response, status 400, error null.
-          const e = checked.error ?? { status: 400, message: 'The request was refused.', type: 'invalid_request_error', code: null, param: null };
+        } else if (checked.error) {
+          // As recorded for real batches: the endpoint's error body under response, status 400, error null. (The same
+          // check found these lines at validation: record.refused, for the live counts.)
+          const e = checked.error;
           await lines.add(false, JSON.stringify({ ...base, response: { status_code: e.status, request_id: reqId, body: { error: { message: e.message, type: e.type, param: e.param, code: e.code } } }, error: null }));
         } else {
           const fate = this.#fate(record, i);
