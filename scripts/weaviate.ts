@@ -3,7 +3,8 @@
  *
  *   node dist/scripts/weaviate.js install            build the pinned server once (cached per user)
  *   node dist/scripts/weaviate.js start [--fresh]    install if needed, start on loopback, wait until ready
- *   node dist/scripts/weaviate.js stop               stop it cleanly
+ *   node dist/scripts/weaviate.js start --nodes 3    a cluster of 3 nodes on loopback, until every node is HEALTHY
+ *   node dist/scripts/weaviate.js stop               stop it (every node of a cluster) cleanly
  *
  * Ports: WEAVIATE_HTTP_PORT (8080) and WEAVIATE_GRPC_PORT (50051); the cluster and Raft ports are derived from the
  * HTTP port, so two servers on different HTTP ports do not collide. Data, pid and log live in .tmp/weaviate/.
@@ -30,6 +31,18 @@ export interface ServerOptions {
   apiKey?: string | undefined;
   memoryLimit: string;
   readyTimeoutMs: number;
+  /** A node of a cluster (see clusterOptions); a single node by default. */
+  node?: NodeRole | undefined;
+}
+
+/** A node's place in a cluster: its name, how many nodes the cluster has, and where to join it. */
+export interface NodeRole {
+  name: string;
+  size: number;
+  /** `name:raftPort` of every node. */
+  raftJoin: string;
+  /** `127.0.0.1:gossipPort` of the first node, for every other node. */
+  gossipJoin?: string | undefined;
 }
 
 export function defaultOptions(env: NodeJS.ProcessEnv = process.env): ServerOptions {
@@ -117,11 +130,36 @@ const logFile = (o: ServerOptions) => path.join(o.dir, `weaviate-${o.httpPort}.l
 const dataDir = (o: ServerOptions) => path.join(o.dir, `data-${o.httpPort}`);
 export const serverUrl = (o: ServerOptions) => `http://127.0.0.1:${o.httpPort}`;
 
+/** A node's cluster and Raft ports: given, or 1000 above its HTTP port (8080 -> 9080-9083). */
+export function clusterPortsOf(o: ServerOptions): [number, number, number, number] {
+  const base = o.httpPort + 1000;
+  return o.clusterPorts ?? [base, base + 1, base + 2, base + 3];
+}
+
+/**
+ * The options of each node of an `n`-node cluster on loopback (the set-up of notes/scale.md section 4): every node
+ * gets `ports(i)` (HTTP, gRPC, a block of four cluster ports), the names node1..n, the Raft peers of all, and the
+ * first node's gossip port to join. Data, pid and log files are per HTTP port under `base.dir`.
+ */
+export function clusterOptions(base: ServerOptions, n: number, ports: (i: number) => { httpPort: number; grpcPort: number; clusterPorts: [number, number, number, number] }): ServerOptions[] {
+  const nodes = Array.from({ length: n }, (_, i) => ({ ...base, ...ports(i), node: undefined as NodeRole | undefined }));
+  const raftJoin = nodes.map((o, i) => `node${i + 1}:${o.clusterPorts[2]}`).join(',');
+  const gossipJoin = `127.0.0.1:${nodes[0]!.clusterPorts[0]}`;
+  return nodes.map((o, i) => ({ ...o, node: { name: `node${i + 1}`, size: n, raftJoin, gossipJoin: i === 0 ? undefined : gossipJoin } }));
+}
+
+/** The default ports of node i (from 0) of a cluster: HTTP and gRPC counted up, cluster ports in blocks of four. */
+export function defaultClusterPorts(base: ServerOptions): (i: number) => { httpPort: number; grpcPort: number; clusterPorts: [number, number, number, number] } {
+  const first = clusterPortsOf(base)[0];
+  return (i) => {
+    const g = first + 4 * i;
+    return { httpPort: base.httpPort + i, grpcPort: base.grpcPort + i, clusterPorts: [g, g + 1, g + 2, g + 3] };
+  };
+}
+
 /** The environment of a single local node: loopback only, no modules, no telemetry, no autoschema, memory capped. */
 function serverEnv(o: ServerOptions): NodeJS.ProcessEnv {
-  // Cluster and Raft ports sit 1000 above the HTTP port unless given: 8080 -> 9080-9083.
-  const base = o.httpPort + 1000;
-  const [gossip, data, raft, raftRpc] = o.clusterPorts ?? [base, base + 1, base + 2, base + 3];
+  const [gossip, data, raft, raftRpc] = clusterPortsOf(o);
   const auth: NodeJS.ProcessEnv = o.apiKey
     ? { AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED: 'false', AUTHENTICATION_APIKEY_ENABLED: 'true', AUTHENTICATION_APIKEY_ALLOWED_KEYS: o.apiKey, AUTHENTICATION_APIKEY_USERS: 'embatch' }
     : { AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED: 'true' };
@@ -134,7 +172,8 @@ function serverEnv(o: ServerOptions): NodeJS.ProcessEnv {
     API_BASED_MODULES_DISABLED: 'true',
     DISABLE_TELEMETRY: 'true',
     AUTOSCHEMA_ENABLED: 'false',
-    CLUSTER_HOSTNAME: 'node1',
+    CLUSTER_HOSTNAME: o.node?.name ?? 'node1',
+    ...(o.node?.gossipJoin ? { CLUSTER_JOIN: o.node.gossipJoin } : {}),
     CLUSTER_IN_LOCALHOST: 'true',
     // This machine's own address is not one memberlist accepts as private: bind and advertise loopback.
     CLUSTER_BIND_ADDR: '127.0.0.1',
@@ -143,8 +182,8 @@ function serverEnv(o: ServerOptions): NodeJS.ProcessEnv {
     CLUSTER_DATA_BIND_PORT: String(data),
     RAFT_PORT: String(raft),
     RAFT_INTERNAL_RPC_PORT: String(raftRpc),
-    RAFT_BOOTSTRAP_EXPECT: '1',
-    RAFT_JOIN: `node1:${raft}`,
+    RAFT_BOOTSTRAP_EXPECT: String(o.node?.size ?? 1),
+    RAFT_JOIN: o.node?.raftJoin ?? `node1:${raft}`,
     GRPC_PORT: String(o.grpcPort),
     GO_PROFILING_DISABLE: 'true',
     GOMEMLIMIT: o.memoryLimit,
@@ -230,6 +269,47 @@ export async function start(o: ServerOptions, opts: { fresh?: boolean; log?: (li
   return { url: serverUrl(o), pid, startSeconds };
 }
 
+const clusterFile = (dir: string) => path.join(dir, 'cluster.json');
+
+/** The nodes `GET /v1/nodes` lists, with their status (HEALTHY, UNHEALTHY, UNAVAILABLE...). */
+export async function clusterNodes(url: string, apiKey?: string): Promise<Array<{ name: string; status: string }>> {
+  const res = await fetch(`${url}/v1/nodes`, { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {}, signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new Error(`GET /v1/nodes: ${res.status}`);
+  return ((await res.json()) as { nodes: Array<{ name: string; status: string }> }).nodes;
+}
+
+/**
+ * Starts every node of a cluster (see clusterOptions) at once, since each waits for the others to elect a leader, then
+ * waits until the first node's `/v1/nodes` lists every node HEALTHY. The nodes are recorded in `<dir>/cluster.json`
+ * so that `stop` stops them all.
+ */
+export async function startCluster(nodes: ServerOptions[], opts: { fresh?: boolean; log?: (line: string) => void } = {}): Promise<StartedServer[]> {
+  const first = nodes[0]!;
+  mkdirSync(first.dir, { recursive: true });
+  writeFileSync(clusterFile(first.dir), JSON.stringify(nodes.map((o) => ({ ...o, apiKey: undefined }))));
+  const started = await Promise.all(nodes.map((o) => start(o, opts)));
+  const deadline = Date.now() + first.readyTimeoutMs;
+  for (;;) {
+    const listed = await clusterNodes(serverUrl(first), first.apiKey).catch(() => []);
+    if (listed.length === nodes.length && listed.every((n) => n.status === 'HEALTHY')) break;
+    if (Date.now() > deadline) {
+      await stopCluster(first.dir);
+      throw new Error(`the cluster did not list ${nodes.length} HEALTHY nodes after ${first.readyTimeoutMs / 1000} s: ${JSON.stringify(listed)}`);
+    }
+    await sleep(250);
+  }
+  return started;
+}
+
+/** Stops every node recorded in `<dir>/cluster.json` (and forgets the cluster); false when there is none. */
+export async function stopCluster(dir: string, log: (line: string) => void = console.error): Promise<boolean> {
+  if (!existsSync(clusterFile(dir))) return false;
+  const nodes = JSON.parse(readFileSync(clusterFile(dir), 'utf8')) as ServerOptions[];
+  await Promise.all(nodes.map((o) => stop(o, log)));
+  rmSync(clusterFile(dir), { force: true });
+  return true;
+}
+
 /** Stops the server started for these options: SIGTERM, then SIGKILL after 30 s. */
 export async function stop(o: ServerOptions, log: (line: string) => void = console.error): Promise<boolean> {
   if (!existsSync(pidFile(o))) {
@@ -266,6 +346,12 @@ function tail(file: string, lines = 12): string {
   }
 }
 
+function flagValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i !== -1) return args[i + 1];
+  return args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
+}
+
 async function cli(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   const o = defaultOptions();
@@ -275,6 +361,14 @@ async function cli(): Promise<number> {
         console.log(install());
         return 0;
       case 'start': {
+        const nodes = Number(flagValue(rest, '--nodes') ?? 1);
+        if (!Number.isInteger(nodes) || nodes < 1) throw new Error('--nodes takes a whole number of nodes (1 or more)');
+        if (nodes > 1) {
+          const started = await startCluster(clusterOptions(o, nodes, defaultClusterPorts(o)), { fresh: rest.includes('--fresh') });
+          console.error(`${nodes} nodes HEALTHY`);
+          for (const server of started) console.log(server.url);
+          return 0;
+        }
         const server = await start(o, { fresh: rest.includes('--fresh') });
         await sleep(2000);
         const rss = rssMB(server.pid);
@@ -283,13 +377,13 @@ async function cli(): Promise<number> {
         return 0;
       }
       case 'stop':
-        await stop(o);
+        if (!(await stopCluster(o.dir))) await stop(o);
         return 0;
       case 'url':
         console.log(serverUrl(o));
         return 0;
       default:
-        console.error('usage: weaviate.js install | start [--fresh] | stop | url');
+        console.error('usage: weaviate.js install | start [--fresh] [--nodes N] | stop | url');
         return 2;
     }
   } catch (err) {

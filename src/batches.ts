@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -18,9 +18,12 @@ import { parseResults, type ParsedLine } from '../transforms/parse-results.js';
 import { writeRequestFiles } from '../transforms/write-request-files.js';
 import type { Config } from './config.js';
 import { EmbatchError } from './errors.js';
+import { fsyncFile, renameDurably } from './durable.js';
+import { countObjects, readLedger, type ObjectLedger, type StringLedger } from './ledger.js';
 import { log } from './log.js';
 import { estimateCost } from './models.js';
 import { apiError, type Api } from './openai.js';
+import { sinkLabel } from './results.js';
 import type { FailureRecord, JobRecord, RequestFile, StateStore } from './store.js';
 import { countWithin } from './tokens.js';
 import { newCounters, type NewString } from './types.js';
@@ -280,6 +283,7 @@ export async function downloadEnded(ctx: Ctx): Promise<DownloadSummary> {
       s.embedded += got;
       s.files++;
       if (file.retry) await clearSucceeded(ctx, path.join(dir, name));
+      Object.assign(job, await countObjects(ctx.store, path.join(dir, name)));
     }
     if (job.errorFileId) {
       const name = `batch_errors_${tag}.jsonl`;
@@ -308,7 +312,9 @@ async function downloadChecked(ctx: Ctx, fileId: string, target: string, expecte
     try {
       const lines = await downloadOnce(ctx, fileId, partial);
       if (expectedLines !== undefined && lines !== expectedLines) throw new Error(`got ${lines} lines, the batch reports ${expectedLines}`);
-      await rename(partial, target);
+      // On disk before the job record says downloaded (see durable.ts).
+      fsyncFile(partial);
+      await renameDurably(partial, target);
       return lines;
     } catch (err) {
       await rm(partial, { force: true });
@@ -548,17 +554,25 @@ export interface JobView {
 export interface StatusReport {
   jobs: JobView[];
   totals: { files: number; queued: number; active: number; ended: number; downloaded: number; requests: number; completed: number; failed: number; tokens: number; costUsd: number | null };
-  strings: { failedRetryable: number; failedPermanent: number; failedExhausted: number; queuedForRetry: number };
+  /** Every distinct string in exactly one state, and the objects of the sink target (see src/ledger.ts). */
+  strings: StringLedger;
+  objects: ObjectLedger;
+  /** The failed strings in detail (failed_permanent is failedPermanent + failedExhausted). */
+  failures: { failedRetryable: number; failedPermanent: number; failedExhausted: number; queuedForRetry: number };
   next: string;
 }
 
-/** The status of every job, as stored (call refreshActive first for live figures). Lists at most `limit` jobs. */
-export async function statusReport(ctx: StoreCtx, limit = 1000): Promise<StatusReport> {
+/**
+ * The status of every job, as stored (call refreshActive first for live figures), and the ledger for sink target
+ * `target` (a sinkLabel; Weaviate's by default). Lists at most `limit` jobs.
+ */
+export async function statusReport(ctx: StoreCtx, limit = 1000, target = sinkLabel({ kind: 'weaviate' }, ctx.config)): Promise<StatusReport> {
   const now = Date.now();
   const r: StatusReport = {
     jobs: [],
     totals: { files: 0, queued: 0, active: 0, ended: 0, downloaded: 0, requests: 0, completed: 0, failed: 0, tokens: 0, costUsd: 0 },
-    strings: { failedRetryable: 0, failedPermanent: 0, failedExhausted: 0, queuedForRetry: 0 },
+    ...(await readLedger(ctx.store, target, ctx.config.max_retry_attempts)),
+    failures: { failedRetryable: 0, failedPermanent: 0, failedExhausted: 0, queuedForRetry: 0 },
     next: '',
   };
   for await (const [file, job] of ctx.store.requestFilesWithJobs()) {
@@ -596,10 +610,10 @@ export async function statusReport(ctx: StoreCtx, limit = 1000): Promise<StatusR
     t.costUsd = cost === null || t.costUsd === null ? null : t.costUsd + cost;
   }
   for await (const [, f] of ctx.store.failureRecords()) {
-    if (!f.retryable) r.strings.failedPermanent++;
-    else if (f.attempts > ctx.config.max_retry_attempts) r.strings.failedExhausted++;
-    else if (f.retrySeq !== undefined) r.strings.queuedForRetry++;
-    else r.strings.failedRetryable++;
+    if (!f.retryable) r.failures.failedPermanent++;
+    else if (f.attempts > ctx.config.max_retry_attempts) r.failures.failedExhausted++;
+    else if (f.retrySeq !== undefined) r.failures.queuedForRetry++;
+    else r.failures.failedRetryable++;
   }
   const t = r.totals;
   r.next =
@@ -611,11 +625,13 @@ export async function statusReport(ctx: StoreCtx, limit = 1000): Promise<StatusR
           ? 'batches are running: run `embatch status` later (or `embatch run` to wait for them)'
           : t.ended > 0
             ? 'batches have ended: run `embatch download`'
-            : r.strings.failedRetryable > 0
-              ? `${r.strings.failedRetryable} strings failed for retryable reasons: run \`embatch retry\`, then \`embatch submit\``
-              : r.strings.failedPermanent + r.strings.failedExhausted > 0
-                ? `every batch is done, but ${r.strings.failedPermanent + r.strings.failedExhausted} string(s) failed for good (${r.strings.failedPermanent} refused by the API, ${r.strings.failedExhausted} out of retries): \`embatch retry\` lists them with the API's messages`
-                : 'every batch is done and downloaded';
+            : r.failures.failedRetryable > 0
+              ? `${r.failures.failedRetryable} strings failed for retryable reasons: run \`embatch retry\`, then \`embatch submit\``
+              : r.strings.failed_permanent > 0
+                ? `every batch is done, but ${r.strings.failed_permanent} string(s) failed for good (${r.failures.failedPermanent} refused by the API, ${r.failures.failedExhausted} out of retries): \`embatch retry\` lists them with the API's messages`
+                : r.strings.embedded > 0
+                  ? `every batch is done and downloaded; ${r.strings.embedded} string(s) are not in ${target} yet: run \`embatch index\``
+                  : 'every batch is done and downloaded';
   return r;
 }
 

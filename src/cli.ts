@@ -8,11 +8,11 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { cancelCommand, downloadCommand, resetCommand, retryCommand, runCommand, simulateCommand, statusCommand, submitCommand } from './commands/batch.js';
 import { prepareCommand } from './commands/prepare.js';
-import { indexCommand, queryCommand, replayCommand } from './commands/results.js';
+import { indexCommand, queryCommand, replayCommand, verifyCommand } from './commands/results.js';
 import { EmbatchError, UsageError } from './errors.js';
 import { log, redact } from './log.js';
 
-export const commands = [prepareCommand, submitCommand, statusCommand, downloadCommand, retryCommand, runCommand, cancelCommand, resetCommand, simulateCommand, indexCommand, replayCommand, queryCommand];
+export const commands = [prepareCommand, submitCommand, statusCommand, downloadCommand, retryCommand, runCommand, cancelCommand, resetCommand, simulateCommand, indexCommand, replayCommand, verifyCommand, queryCommand];
 
 export function buildParser(argv: string[]): Argv {
   let parser = yargs(argv)

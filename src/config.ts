@@ -68,6 +68,22 @@ const realtimeSchema = z
   })
   .strict();
 
+/** Vector compression of the collection's HNSW index (Weaviate's quantizers), with their main parameters. */
+const compressionSchema = z
+  .object({
+    type: z.enum(['none', 'rq', 'pq', 'bq']).default('none'),
+    /** rq: bits per dimension (8: about 4x smaller; 1: about 32x). */
+    bits: z.union([z.literal(1), z.literal(8)]).default(8),
+    /** pq: segments (a divisor of the dimensions; null: the server's choice) and centroids per segment. */
+    segments: z.number().int().min(1).nullable().default(null),
+    centroids: z.number().int().min(2).max(256).default(256),
+    /** pq: objects to train on before compressing. */
+    training_limit: z.number().int().min(1000).default(100_000),
+    /** Candidates read back at full precision to rescore each search (rq, bq). */
+    rescore_limit: z.number().int().min(0).default(1000),
+  })
+  .strict();
+
 /** Where results go: the Weaviate server, the collection, and how objects are sent. */
 const weaviateSchema = z
   .object({
@@ -86,6 +102,12 @@ const weaviateSchema = z
     ef: z.number().int().min(-1).default(-1),
     ef_construction: z.number().int().min(4).default(128),
     max_connections: z.number().int().min(4).default(32),
+    // A cluster: applied when the collection is created, checked against an existing one before anything is written.
+    replication_factor: z.number().int().min(1).default(1),
+    shards: z.number().int().min(1).nullable().default(null),
+    consistency_level: z.enum(['ONE', 'QUORUM', 'ALL']).default('QUORUM'),
+    async_replication: z.boolean().default(false),
+    compression: compressionSchema.default(() => compressionSchema.parse({})),
   })
   .strict();
 

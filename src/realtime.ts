@@ -14,7 +14,9 @@ import OpenAI from 'openai';
 import split2 from 'split2';
 import { customIdOf, parseCustomId } from '../transforms/format-requests.js';
 import { clearSucceeded, type Ctx } from './batches.js';
+import { fsyncFile } from './durable.js';
 import { EmbatchError } from './errors.js';
+import { countObjects } from './ledger.js';
 import { log } from './log.js';
 import { estimateCost } from './models.js';
 import { apiError } from './openai.js';
@@ -146,9 +148,10 @@ export async function runRealtime(ctx: Ctx, opts: { showProgress: boolean }): Pr
     } finally {
       await new Promise<void>((resolve) => out.end(() => resolve()));
     }
+    fsyncFile(outPath); // on disk before the job record says downloaded (see durable.ts)
     // A retry file's strings that are now embedded are failures no longer (as for a retry batch's download).
     if (file.retry) await clearSucceeded(ctx, outPath);
-    await store.putJob({ ...job, state: 'downloaded', outputFile: name, outputLines: outLines, counts: { total: file.lines, completed: outLines, failed: file.lines - outLines } });
+    await store.putJob({ ...job, state: 'downloaded', outputFile: name, outputLines: outLines, counts: { total: file.lines, completed: outLines, failed: file.lines - outLines }, ...(await countObjects(store, outPath)) });
     log.info(`${file.name}: embedded in real time into ${name}`);
   }
 

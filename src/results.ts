@@ -129,6 +129,10 @@ export interface IndexInput {
  */
 export interface FileOutcome {
   rejected: number;
+  /** What the file makes (see JobRecord): objects, strings that make none, strings with an object refused. */
+  objects: number;
+  objectless: number;
+  refusedStrings: number;
 }
 
 /**
@@ -184,11 +188,14 @@ export async function indexFiles(
       if (ackedPairs.length >= 5000) await flushAcked();
     },
     refused: async (refused: Array<{ object: EntityObject; message: string }>) => {
+      for (const { object: o } of refused) refusedIds.add(o.stringId);
       for (const { object: o, message } of refused) reject({ code: 'weaviate_rejected', target: label, uuid: o.uuid, stringId: o.stringId, field: o.field, reason: message, at: new Date().toISOString() });
       await store.markRejected(target, refused.map(({ object: o }) => [o.stringId, o.field]));
     },
   };
 
+  /** The current file's strings with an object refused (now or before): at most its lines. */
+  const refusedIds = new Set<number>();
   const sink = await openSink(spec, config);
   try {
     for await (const input of inputs) {
@@ -197,6 +204,9 @@ export async function indexFiles(
       let lines = 0;
       const rejectedBefore = counters.rejected;
       let refusedEarlier = 0;
+      let objects = 0;
+      let objectless = 0;
+      refusedIds.clear();
       await pipeline(
         source,
         parseResults(name),
@@ -213,10 +223,15 @@ export async function indexFiles(
           },
           onSkipped: (acked, refused) => {
             summary.alreadyIndexed += acked;
-            summary.alreadyRejected += refused;
-            refusedEarlier += refused;
+            summary.alreadyRejected += refused.length;
+            refusedEarlier += refused.length;
+            for (const id of refused) refusedIds.add(id);
           },
-          onMapped: (n) => (summary.embeddedLines += n),
+          onMapped: (n, made, none) => {
+            summary.embeddedLines += n;
+            objects += made;
+            objectless += none;
+          },
         }),
         tapBatches<EntityObject[]>((objects) => (summary.objects += objects.length)),
         sink.stage(report),
@@ -225,7 +240,7 @@ export async function indexFiles(
       await flushAcked();
       summary.files++;
       summary.lines += lines;
-      await opts.afterFile?.(input, { rejected: counters.rejected - rejectedBefore + refusedEarlier });
+      await opts.afterFile?.(input, { rejected: counters.rejected - rejectedBefore + refusedEarlier, objects, objectless, refusedStrings: refusedIds.size });
     }
   } finally {
     await flushFailures().catch(() => {});
@@ -273,7 +288,14 @@ export async function indexDownloaded(config: Config, store: StateStore, sink: s
       const job = await store.getJob(seq);
       if (!job) return;
       const without = (list: number[] | undefined) => (list ?? []).filter((t) => t !== target);
-      await store.putJob({ ...job, indexedTo: [...without(job.indexedTo), target], rejectsTo: outcome.rejected ? [...without(job.rejectsTo), target] : without(job.rejectsTo) });
+      await store.putJob({
+        ...job,
+        indexedTo: [...without(job.indexedTo), target],
+        rejectsTo: outcome.rejected ? [...without(job.rejectsTo), target] : without(job.rejectsTo),
+        objects: outcome.objects,
+        objectless: outcome.objectless,
+        refusedStrings: { ...job.refusedStrings, [target]: outcome.refusedStrings },
+      });
     },
   });
 }

@@ -19,7 +19,10 @@
  *   n!<t>:<id>:<f>  1              the (string, field) object was acknowledged by sink target <t> (a Weaviate URL and
  *                                   collection, or a JSONL path: see targetId); marks of layout 3 before targets,
  *                                   <id>:<f>, name none and are not read
- *   j!<t>:<id>:<f>  1              ... was refused by target <t> for good (the reason is in index_rejects.jsonl)
+ *   j!<t>:<id>:<f>  1              ... was refused by target <t> for good (the reason is in index_rejects.jsonl); an
+ *                                   acknowledgement later removes it
+ *   m!skippedCount, m!failedBy, m!objectsBy   the ledger's counters (see src/ledger.ts), written in the same atomic
+ *                                   write as what they count, so they are read without a scan at 31M strings
  *   m!<name>        meta values    workdir id, id and file counters, the field and source name tables, layout version
  *
  * Crash safety rests on one watermark, `committedId`: ids below it belong to request files that were completely
@@ -35,7 +38,7 @@
  * random keys, which snappy cannot shrink, so compression is off (at 1M rows snappy took ~7% of the process's CPU).
  */
 import { randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, constants, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { xxh3 } from '@node-rs/xxhash';
 import { Level } from 'level';
@@ -151,6 +154,13 @@ export interface JobRecord {
    */
   indexedTo?: number[];
   rejectsTo?: number[];
+  /**
+   * The output file's objects, and its strings that make none (no source has them any more), as of its last count
+   * (when downloaded, and at each whole index pass); and per target in indexedTo, its strings with an object refused.
+   */
+  objects?: number;
+  objectless?: number;
+  refusedStrings?: Record<string, number>;
 }
 
 export interface FailureRecord {
@@ -175,6 +185,30 @@ interface Meta {
   sources: string[];
   /** Sink target labels by target id (see targetId). */
   targets: string[];
+  /** Ledger counters, kept with the state they count (see ledgerCounts). */
+  skippedCount: number;
+  failedBy: Record<string, FailureTally>;
+  objectsBy: Record<string, ObjectTally>;
+}
+
+/** Failed strings of one original request file: permanent ones, and retryable ones by attempts made (index). */
+export interface FailureTally {
+  p: number;
+  r: number[];
+}
+
+/** Objects of one sink target: acknowledged, and refused for good (not acknowledged since). */
+export interface ObjectTally {
+  a: number;
+  r: number;
+}
+
+/** What the store counts for the ledger (see src/ledger.ts), read without a scan. */
+export interface LedgerCounts {
+  skipped: number;
+  /** Failed strings by the original (not retry) request file they were prepared in. */
+  failedBy: ReadonlyMap<number, FailureTally>;
+  objects(target: number): ObjectTally;
 }
 
 const pad = (n: number) => String(n).padStart(12, '0');
@@ -269,6 +303,11 @@ export class StateStore {
   #textEnd = 0;
   /** Reused for each text log line (see #textLine). */
   #textBuffer = Buffer.alloc(0);
+  /** First ids of the original request files, ascending, and their sequence numbers: a failed string's file. */
+  readonly #originFirst: number[] = [];
+  readonly #originSeq: number[] = [];
+  /** Marks and failures are counted as they are written: one write at a time, so no two count the same entry. */
+  #tally: Promise<unknown> = Promise.resolve();
 
   private constructor(workDir: string, cacheMB: number, maxOpenFiles: number) {
     this.dir = workDir;
@@ -325,6 +364,9 @@ export class StateStore {
       fields: (fields as string[] | undefined) ?? [],
       sources: (sources as string[] | undefined) ?? [],
       targets: (targets as string[] | undefined) ?? [],
+      skippedCount: 0,
+      failedBy: {},
+      objectsBy: {},
     };
     if (workdirId === undefined) await this.#meta.batch([{ type: 'put', key: 'workdirId', value: this.#state.workdirId }, { type: 'put', key: 'layout', value: LAYOUT }]);
     for await (const [, run] of this.runs.iterator()) this.#noteRun(run);
@@ -333,6 +375,78 @@ export class StateStore {
     await this.#dropUncommitted();
     await this.#cutTextLog();
     for await (const _ of this.#db.keys({ gte: STRING_PREFIX, lt: STRING_PREFIX_END, limit: 1, keyEncoding: 'buffer' } as never)) this.#heldStrings = true;
+    for await (const file of this.files.values()) if (!file.retry) this.#noteOrigin(file);
+    await this.#loadTallies();
+  }
+
+  /**
+   * The ledger counters. A work directory written before they existed gets them counted once, here (a scan of its
+   * skips, failures and marks), and kept from then on.
+   */
+  async #loadTallies(): Promise<void> {
+    const [skippedCount, failedBy, objectsBy] = await this.#meta.getMany(['skippedCount', 'failedBy', 'objectsBy']);
+    if (skippedCount !== undefined && failedBy !== undefined && objectsBy !== undefined) {
+      Object.assign(this.#state, { skippedCount, failedBy, objectsBy });
+      return;
+    }
+    let skipped = 0;
+    for await (const _ of this.skips.keys()) skipped++;
+    const failed: Record<string, FailureTally> = {};
+    for await (const [key, f] of this.failures.iterator()) tallyFailure(failed, this.#originOf(Number(key)), f, 1);
+    const objects: Record<string, ObjectTally> = {};
+    // Marks of the layout before targets (<id>:<field>) name no target and are not counted.
+    const targetOf = (key: string) => (key.split(':').length === 3 ? (objects[key.slice(0, key.indexOf(':'))] ??= { a: 0, r: 0 }) : undefined);
+    for await (const key of this.indexed.keys()) {
+      const t = targetOf(key);
+      if (t) t.a++;
+    }
+    for await (const key of this.rejected.keys()) {
+      const t = targetOf(key);
+      if (t && (await this.indexed.get(key)) === undefined) t.r++;
+    }
+    Object.assign(this.#state, { skippedCount: skipped, failedBy: failed, objectsBy: objects });
+    await this.#meta.batch([
+      { type: 'put', key: 'skippedCount', value: skipped },
+      { type: 'put', key: 'failedBy', value: failed },
+      { type: 'put', key: 'objectsBy', value: objects },
+    ]);
+  }
+
+  #noteOrigin(file: RequestFile): void {
+    this.#originFirst.push(file.firstId);
+    this.#originSeq.push(file.seq);
+  }
+
+  /** The original request file of a string id (0 if none: only ids in request files fail). */
+  #originOf(id: number): number {
+    let lo = 0;
+    let hi = this.#originFirst.length - 1;
+    let found = 0;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.#originFirst[mid]! <= id) {
+        found = this.#originSeq[mid]!;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found;
+  }
+
+  /** The ledger's counters as the store keeps them (see src/ledger.ts). */
+  ledgerCounts(): LedgerCounts {
+    const { skippedCount, failedBy, objectsBy } = this.#state;
+    return {
+      skipped: skippedCount,
+      failedBy: new Map(Object.entries(failedBy).map(([seq, t]) => [Number(seq), { p: t.p, r: [...t.r] }])),
+      objects: (target) => ({ ...(objectsBy[target] ?? { a: 0, r: 0 }) }),
+    };
+  }
+
+  /** Runs `fn` after every earlier counted write (see #tally). */
+  #counted<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#tally.then(fn);
+    this.#tally = next.catch(() => {});
+    return next;
   }
 
   /**
@@ -348,10 +462,39 @@ export class StateStore {
       const first = Number(key);
       const kept = Math.max(0, committed - first);
       if (kept >= chunk.k) continue;
-      const ops: BatchOp[] = this.#readChunk(first, chunk).slice(kept).map((text) => ({ type: 'del', key: stringKey(text), keyEncoding: 'buffer' }));
+      let texts: string[];
+      try {
+        texts = this.#readChunk(first, chunk);
+      } catch (err) {
+        // A power cut kept this pointer but not its texts (they are flushed only at the commit that covers them).
+        if (!(err instanceof StateError)) throw err;
+        await this.#dropFromIds(committed);
+        return;
+      }
+      const ops: BatchOp[] = texts.slice(kept).map((text) => ({ type: 'del', key: stringKey(text), keyEncoding: 'buffer' }));
       ops.push(kept ? { type: 'put', sublevel: this.texts, key, value: { ...chunk, k: kept } } : { type: 'del', sublevel: this.texts, key });
       await this.#db.batch(ops as never);
     }
+  }
+
+  /**
+   * Removes every string with an id at or above `committed`, found by a scan of the string records (their texts may
+   * be lost), and the text chunks that begin at or above it. Only after a power cut lost uncommitted texts.
+   */
+  async #dropFromIds(committed: number): Promise<void> {
+    let ops: BatchOp[] = [];
+    for await (const [key, value] of this.#db.iterator({ gte: STRING_PREFIX, lt: STRING_PREFIX_END, keyEncoding: 'buffer', valueEncoding: 'buffer' } as never) as AsyncIterable<[Buffer, Buffer]>) {
+      if (decodeRecord(value).id < committed) continue;
+      ops.push({ type: 'del', key, keyEncoding: 'buffer' });
+      if (ops.length >= 10_000) {
+        await this.#db.batch(ops as never);
+        ops = [];
+      }
+    }
+    for await (const [key, chunk] of this.texts.iterator({ lt: pad(committed), reverse: true, limit: 1 }))
+      if (Number(key) + chunk.k > committed) ops.push({ type: 'put', sublevel: this.texts, key, value: { ...chunk, k: committed - Number(key) } });
+    for await (const key of this.texts.keys({ gte: pad(committed) })) ops.push({ type: 'del', sublevel: this.texts, key });
+    await this.#db.batch(ops as never);
   }
 
   /**
@@ -386,6 +529,17 @@ export class StateStore {
     let id = this.#state.fields.indexOf(name);
     if (id === -1) id = this.#state.fields.push(name) - 1;
     return id;
+  }
+
+  /** The id of a field name already in the table, or undefined (nothing is added, unlike fieldId). */
+  findFieldId(name: string): number | undefined {
+    const id = this.#state.fields.indexOf(name);
+    return id === -1 ? undefined : id;
+  }
+
+  /** The original request file (sequence number) a string id was prepared in; 0 for none. */
+  originOf(id: number): number {
+    return this.#originOf(id);
   }
 
   fieldName(id: number): string {
@@ -544,9 +698,19 @@ export class StateStore {
       ops.push({ type: 'put', sublevel: this.#meta, key: 'nextSeq', value: file.seq + 1 });
     }
     ops.push({ type: 'put', sublevel: this.#meta, key: 'committedId', value: committedId });
-    await this.#db.batch(ops as never);
+    if (skipped.length) ops.push({ type: 'put', sublevel: this.#meta, key: 'skippedCount', value: this.#state.skippedCount + skipped.length });
+    // Durable before declared (a power cut keeps only what reached the disk): the texts the watermark covers first,
+    // then the watermark with LevelDB's sync. The request file was flushed and renamed durably before this.
+    fsyncSync(this.#textLog);
+    syncRecord?.('before', this);
+    await this.#db.batch(ops as never, { sync: true } as never);
     this.#state.committedId = committedId;
-    if (file) this.#state.nextSeq = file.seq + 1;
+    this.#state.skippedCount += skipped.length;
+    if (file) {
+      this.#state.nextSeq = file.seq + 1;
+      this.#noteOrigin(file);
+    }
+    syncRecord?.('after', this);
   }
 
   async *requestFiles(fromSeq = 0): AsyncGenerator<RequestFile> {
@@ -562,8 +726,12 @@ export class StateStore {
     return this.jobs.get(pad(seq));
   }
 
+  /**
+   * A job's step is a commit point (an upload, a batch created, results downloaded): written with LevelDB's sync, which
+   * also makes every earlier write durable (its log is one file, flushed to that point).
+   */
   async putJob(job: JobRecord): Promise<void> {
-    await this.jobs.put(pad(job.seq), job);
+    await this.jobs.put(pad(job.seq), job, { sync: true } as never);
   }
 
   /** Every request file with its job (a queued one if it has none yet), in file order, read in pages. */
@@ -594,7 +762,7 @@ export class StateStore {
     failures.forEach((f, i) => {
       if (f) ops.push({ type: 'put', sublevel: this.failures, key: pad(ids[i]!), value: { ...f, retrySeq: file.seq } });
     });
-    await this.#db.batch(ops as never);
+    await this.#db.batch(ops as never, { sync: true } as never);
     this.#state.nextSeq = file.seq + 1;
   }
 
@@ -613,19 +781,41 @@ export class StateStore {
    */
   async addFailures(failed: Array<[number, Omit<FailureRecord, 'attempts' | 'retrySeq'>]>): Promise<void> {
     if (!failed.length) return;
-    const previous = await this.getFailures(failed.map(([id]) => id));
-    await this.failures.batch(
-      failed.map(([id, f], i) => {
+    await this.#counted(async () => {
+      const previous = await this.getFailures(failed.map(([id]) => id));
+      const tally = structuredClone(this.#state.failedBy);
+      const ops: BatchOp[] = failed.map(([id, f], i) => {
         const p = previous[i];
         const again = p !== undefined && f.seq !== 0 && p.seq === f.seq && p.code === f.code && p.retrySeq === undefined;
-        return { type: 'put' as const, key: pad(id), value: { ...f, attempts: (p?.attempts ?? 0) + (again ? 0 : 1) } };
-      }),
-    );
+        const record: FailureRecord = { ...f, attempts: (p?.attempts ?? 0) + (again ? 0 : 1) };
+        const origin = this.#originOf(id);
+        if (p) tallyFailure(tally, origin, p, -1);
+        tallyFailure(tally, origin, record, 1);
+        return { type: 'put', sublevel: this.failures, key: pad(id), value: record };
+      });
+      ops.push({ type: 'put', sublevel: this.#meta, key: 'failedBy', value: tally });
+      await this.#db.batch(ops as never);
+      this.#state.failedBy = tally;
+    });
   }
 
   /** The strings succeeded after all: their failure records go. */
   async clearFailures(ids: number[]): Promise<void> {
-    await this.failures.batch(ids.map((id) => ({ type: 'del' as const, key: pad(id) })));
+    if (!ids.length) return;
+    await this.#counted(async () => {
+      const previous = await this.getFailures(ids);
+      const tally = structuredClone(this.#state.failedBy);
+      const ops: BatchOp[] = [];
+      previous.forEach((p, i) => {
+        if (!p) return;
+        tallyFailure(tally, this.#originOf(ids[i]!), p, -1);
+        ops.push({ type: 'del', sublevel: this.failures, key: pad(ids[i]!) });
+      });
+      if (!ops.length) return;
+      ops.push({ type: 'put', sublevel: this.#meta, key: 'failedBy', value: tally });
+      await this.#db.batch(ops as never);
+      this.#state.failedBy = tally;
+    });
   }
 
   /** Real-time tokens spent on a UTC day (for the tokens-per-day cap across runs). */
@@ -650,16 +840,80 @@ export class StateStore {
     return id;
   }
 
-  #markKey = (target: number, id: number, field: string) => `${target}:${pad(id)}:${this.fieldId(field)}`;
-
-  /** Marks (string, field) objects as acknowledged by sink target `target`. */
-  async markIndexed(target: number, pairs: Array<[number, string]>): Promise<void> {
-    if (pairs.length) await this.indexed.batch(pairs.map(([id, field]) => ({ type: 'put' as const, key: this.#markKey(target, id, field), value: 1 })));
+  /** The id of a sink target already used, or undefined (nothing is recorded: see targetId). */
+  findTarget(label: string): number | undefined {
+    const id = this.#state.targets.indexOf(label);
+    return id === -1 ? undefined : id;
   }
 
-  /** Marks (string, field) objects as refused for good by sink target `target` (a later acknowledgement wins). */
+  #markKey = (target: number, id: number, field: string) => `${target}:${pad(id)}:${this.fieldId(field)}`;
+
+  /**
+   * Marks (string, field) objects as acknowledged by sink target `target`, counting the new ones; an acknowledgement
+   * replaces an earlier refusal.
+   */
+  async markIndexed(target: number, pairs: Array<[number, string]>): Promise<void> {
+    await this.#updateMarks(target, pairs, (key, { acked, refused }, tally, ops) => {
+      if (acked) return;
+      ops.push({ type: 'put', sublevel: this.indexed, key, value: 1 });
+      tally.a++;
+      if (refused) {
+        ops.push({ type: 'del', sublevel: this.rejected, key });
+        tally.r--;
+      }
+    });
+  }
+
+  /** Marks (string, field) objects as refused for good by sink target `target` (unless it acknowledged them before). */
   async markRejected(target: number, pairs: Array<[number, string]>): Promise<void> {
-    if (pairs.length) await this.rejected.batch(pairs.map(([id, field]) => ({ type: 'put' as const, key: this.#markKey(target, id, field), value: 1 })));
+    await this.#updateMarks(target, pairs, (key, { acked, refused }, tally, ops) => {
+      if (acked || refused) return;
+      ops.push({ type: 'put', sublevel: this.rejected, key, value: 1 });
+      tally.r++;
+    });
+  }
+
+  /** Forgets target `target`'s acknowledgement of (string id, field) objects (verify --repair found them missing). */
+  async unmarkIndexed(target: number, pairs: Array<[number, string]>): Promise<void> {
+    await this.#updateMarks(target, pairs, (key, { acked }, tally, ops) => {
+      if (!acked) return;
+      ops.push({ type: 'del', sublevel: this.indexed, key });
+      tally.a--;
+    });
+  }
+
+  /**
+   * Changes marks of target `target`: `change` sees each object's marks and adds the writes and the counts they
+   * change; the writes and the target's counters go in one atomic write, one change of marks at a time.
+   */
+  async #updateMarks(target: number, pairs: Array<[number, string]>, change: (key: string, marks: { acked: boolean; refused: boolean }, tally: ObjectTally, ops: BatchOp[]) => void): Promise<void> {
+    if (!pairs.length) return;
+    await this.#counted(async () => {
+      const keys = [...new Set(pairs.map(([id, field]) => this.#markKey(target, id, field)))];
+      const [acked, refused] = await Promise.all([this.indexed.getMany(keys), this.rejected.getMany(keys)]);
+      const tally = { ...(this.#state.objectsBy[target] ?? { a: 0, r: 0 }) };
+      const ops: BatchOp[] = [];
+      keys.forEach((key, i) => change(key, { acked: acked[i] !== undefined, refused: refused[i] !== undefined }, tally, ops));
+      if (!ops.length) return;
+      const objectsBy = { ...this.#state.objectsBy, [target]: tally };
+      ops.push({ type: 'put', sublevel: this.#meta, key: 'objectsBy', value: objectsBy });
+      await this.#db.batch(ops as never);
+      this.#state.objectsBy = objectsBy;
+    });
+  }
+
+  /** The (string id, field id) of every object sink target `target` acknowledged, in id order, read as it goes. */
+  async *marksOf(target: number): AsyncGenerator<[number, number]> {
+    for await (const key of this.indexed.keys({ gt: `${target}:`, lt: `${target};` })) {
+      const [, id, field] = key.split(':');
+      yield [Number(id), Number(field)];
+    }
+  }
+
+  /** Whether target `target` acknowledged each (string id, field id) object. Batched reads. */
+  async marked(target: number, pairs: Array<[number, number]>): Promise<boolean[]> {
+    const found = await this.indexed.getMany(pairs.map(([id, field]) => `${target}:${pad(id)}:${field}`));
+    return found.map((v) => v !== undefined);
   }
 
   /** What target `target` did with each object: 'acked', 'refused' for good, or undefined (not taken). Batched reads. */
@@ -694,6 +948,30 @@ export class StateStore {
     if (this.#textLog !== -1) closeSync(this.#textLog);
     this.#textLog = -1;
     await this.#db.close();
+  }
+}
+
+/**
+ * Test hook for the power-cut tests (EMBATCH_TEST_SYNC_RECORD names a file): at each commit, the sizes of the text
+ * log and of LevelDB's write-ahead logs just before the watermark write and just after its sync, one JSON line each.
+ * What a power cut may leave is any state from an 'after' line up to the next 'before' line.
+ */
+const syncRecordFile = process.env.EMBATCH_TEST_SYNC_RECORD;
+const syncRecord = syncRecordFile
+  ? (when: 'before' | 'after', store: StateStore) => {
+      const state = path.join(store.dir, 'state');
+      const logs = Object.fromEntries(readdirSync(state).filter((n) => n.endsWith('.log')).map((n) => [n, statSync(path.join(state, n)).size]));
+      appendFileSync(syncRecordFile, JSON.stringify({ when, committedId: store.committedId, nextSeq: store.nextSeq, texts: statSync(workPaths(store.dir).texts).size, logs }) + '\n');
+    }
+  : undefined;
+
+/** Adds (`sign` 1) or takes away (-1) one failure of a string prepared in request file `origin`. */
+function tallyFailure(tally: Record<string, FailureTally>, origin: number, f: Pick<FailureRecord, 'retryable' | 'attempts'>, sign: 1 | -1): void {
+  const t = (tally[origin] ??= { p: 0, r: [] });
+  if (!f.retryable) t.p += sign;
+  else {
+    while (t.r.length <= f.attempts) t.r.push(0);
+    t.r[f.attempts]! += sign;
   }
 }
 

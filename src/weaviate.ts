@@ -35,7 +35,27 @@ export async function connectWeaviate(config: Config): Promise<WeaviateClient> {
   }
 }
 
-/** Creates the collection when missing; checks an existing one's properties and vector length. */
+/** The quantizer of the configured compression, for the HNSW index (undefined: none). */
+function quantizer(c: Config['weaviate']['compression']) {
+  const q = weaviate.configure.vectorIndex.quantizer;
+  switch (c.type) {
+    case 'rq':
+      return q.rq({ bits: c.bits, rescoreLimit: c.rescore_limit });
+    case 'pq':
+      return q.pq({ centroids: c.centroids, trainingLimit: c.training_limit, ...(c.segments ? { segments: c.segments } : {}) });
+    case 'bq':
+      return q.bq({ rescoreLimit: c.rescore_limit });
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Creates the collection when missing, with the configured replication, shards and compression; checks an existing
+ * one's properties, vector length, replication, shards and compression against the configuration before anything is
+ * written (a collection that differs is never used as if it matched). Returns it at the configured consistency level
+ * (inserts and reads).
+ */
 export async function ensureCollection(client: WeaviateClient, config: Config, dimensions: number | null): Promise<Collection<EntityProperties>> {
   const w = config.weaviate;
   const name = w.collection;
@@ -49,19 +69,24 @@ export async function ensureCollection(client: WeaviateClient, config: Config, d
         { name: 'field_type', dataType: weaviate.configure.dataType.TEXT, tokenization: 'field' },
         { name: 'frequency', dataType: weaviate.configure.dataType.INT },
       ],
+      replication: weaviate.configure.replication({ factor: w.replication_factor, asyncEnabled: w.async_replication }),
+      ...(w.shards ? { sharding: weaviate.configure.sharding({ desiredCount: w.shards }) } : {}),
       vectorizers: weaviate.configure.vectors.selfProvided({
         name: 'default',
-        vectorIndexConfig: weaviate.configure.vectorIndex.hnsw({ distanceMetric: 'cosine', ef: w.ef, efConstruction: w.ef_construction, maxConnections: w.max_connections }),
+        vectorIndexConfig: weaviate.configure.vectorIndex.hnsw({ distanceMetric: 'cosine', ef: w.ef, efConstruction: w.ef_construction, maxConnections: w.max_connections, quantizer: quantizer(w.compression) }),
       }),
     });
-    return client.collections.get<EntityProperties>(name);
+    return client.collections.get<EntityProperties>(name).withConsistency(w.consistency_level);
   }
-  const collection = client.collections.get<EntityProperties>(name);
+  const collection = client.collections.get<EntityProperties>(name).withConsistency(w.consistency_level);
   const existing = await collection.config.get();
   const props = new Map(existing.properties.map((p) => [p.name, p.dataType]));
   const wrong = PROPERTIES.filter((p) => !props.has(p) || props.get(p) !== (p === 'frequency' ? 'int' : 'text'));
   if (wrong.length)
     throw new EmbatchError('WEAVIATE_SCHEMA', `collection ${name} exists but its properties do not match (${wrong.join(', ')} missing or of another type; expected original_string, hash_value, field_type: text, frequency: int). Use another weaviate.collection or delete it`);
+  const differences = clusterDifferences(existing, w);
+  if (differences.length)
+    throw new EmbatchError('WEAVIATE_CONFIG', `collection ${name} exists with other settings than the configuration: ${differences.join('; ')}. Nothing was written. Set the configuration to match, or use another weaviate.collection`, { exitCode: 2 });
   if (dimensions !== null) {
     const sample = await collection.query.fetchObjects({ limit: 1, includeVector: true });
     const vector = sample.objects[0]?.vectors?.default as number[] | undefined;
@@ -69,4 +94,17 @@ export async function ensureCollection(client: WeaviateClient, config: Config, d
       throw new EmbatchError('WEAVIATE_DIMENSIONS', `collection ${name} holds ${vector.length}-dimensional vectors, but these results have ${dimensions}; use another weaviate.collection (or the same model and dimensions as before)`);
   }
   return collection;
+}
+
+/** How an existing collection's replication, sharding and compression differ from the configuration. */
+export function clusterDifferences(existing: Awaited<ReturnType<Collection['config']['get']>>, w: Config['weaviate']): string[] {
+  const out: string[] = [];
+  if (existing.replication.factor !== w.replication_factor) out.push(`replication factor ${existing.replication.factor} (configured: weaviate.replication_factor ${w.replication_factor})`);
+  if (w.shards && existing.sharding.desiredCount !== w.shards) out.push(`${existing.sharding.desiredCount} shard(s) (configured: weaviate.shards ${w.shards})`);
+  const vectors = existing.vectorizers as Record<string, { indexConfig?: { quantizer?: { type?: string; bits?: number } } } | undefined>;
+  const q = vectors.default?.indexConfig?.quantizer;
+  const type = q?.type ?? 'none';
+  if (type !== w.compression.type) out.push(`compression ${type} (configured: weaviate.compression.type ${w.compression.type})`);
+  else if (type === 'rq' && q?.bits !== undefined && q.bits !== w.compression.bits) out.push(`rq with ${q.bits} bits (configured: weaviate.compression.bits ${w.compression.bits})`);
+  return out;
 }

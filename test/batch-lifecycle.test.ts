@@ -129,11 +129,12 @@ test('a batch that fails validation fails each of its strings with the batch\'s 
   assert.match(r.stderr, /93 string\(s\) failed for good/);
   const run = JSON.parse(r.stdout);
   assert.equal(run.done, true, 'nothing left to do');
-  assert.equal(run.status.strings.failedPermanent, 93, 'every string of the file, none lost');
+  assert.equal(run.status.failures.failedPermanent, 93, 'every string of the file, none lost');
   assert.equal(run.status.totals.failed, 93);
   assert.match(run.status.jobs[0].error, /^model_not_found \(line 1\): The model `text-embeding-3-small` does not exist/);
   assert.match(run.status.next, /93 string\(s\) failed for good \(93 refused by the API/);
-  const retry = await json(['retry'], env);
+  assert.deepEqual(run.status.strings, { total: 93, skipped: 0, pending: 0, submitted: 0, embedded: 0, indexed: 0, failed_retryable: 0, failed_permanent: 93 });
+  const retry = await json(['retry'], env, 1);
   assert.equal(retry.requeued, 0, 'a permanent failure is not retried');
   assert.equal(retry.permanent, 93);
   assert.equal(retry.permanentSamples[0].code, 'model_not_found');

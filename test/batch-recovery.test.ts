@@ -18,7 +18,7 @@ test('a queue limit is hit and recovered: the batch goes back to the queue, not 
     () => json(['status'], env),
     (r) => r.jobs.some((j: { error: string | null; state: string }) => j.error?.includes('token_limit_exceeded') && j.state === 'uploaded'),
   );
-  assert.equal(requeued.strings.failedPermanent, 0);
+  assert.equal(requeued.failures.failedPermanent, 0);
   const final = await untilState(
     async () => {
       await json(['submit'], env);
@@ -37,7 +37,7 @@ test('an expired batch is salvaged by retry until 100% of strings are embedded',
   await json(['prepare', fixture('catalog.csv')]);
   await json(['submit']);
   await untilState(() => json(['status']), (r) => r.totals.ended === 1);
-  const dl = await json(['download']);
+  const dl = await json(['download'], {}, 1);
   // The simulator's pace: in progress 0.2 s after creation, 14 lines a second, expired at 4 s: the 53 lines done by
   // then (3.8 s x 14 = 53.2) are kept, the rest fail as batch_expired.
   const done = 53;
@@ -47,17 +47,19 @@ test('an expired batch is salvaged by retry until 100% of strings are embedded',
 
   for (let round = 0; round < 4; round++) {
     const status = await json(['status']);
-    if (status.strings.failedRetryable === 0 && status.totals.active === 0 && status.totals.ended === 0) break;
+    if (status.failures.failedRetryable === 0 && status.totals.active === 0 && status.totals.ended === 0) break;
     const retry = await json(['retry']);
     if (retry.requeued) await json(['submit']);
     await untilState(() => json(['status']), (r) => r.totals.active === 0);
-    await json(['download']);
+    await json(['download'], {}, null);
   }
   const ids = embeddedIds(work);
   assert.equal(new Set(ids).size, 93, '100% of strings embedded');
   assert.equal(ids.length, 93, 'none embedded twice');
   const final = await json(['status']);
-  assert.equal(final.strings.failedRetryable + final.strings.queuedForRetry + final.strings.failedPermanent, 0);
+  assert.equal(final.failures.failedRetryable + final.failures.queuedForRetry + final.failures.failedPermanent, 0);
+  assert.deepEqual(final.strings, { total: 93, skipped: 0, pending: 0, submitted: 0, embedded: 93, indexed: 0, failed_retryable: 0, failed_permanent: 0 }, 'the ledger: every string embedded, none failed');
+  await json(['download'], {}, 0); // nothing failed any more: exit code 0
 });
 
 test('killed between upload and create, or between create and saving it: no duplicate batch after rerun', async (t) => {
@@ -66,6 +68,9 @@ test('killed between upload and create, or between create and saving it: no dupl
     await json(['prepare', fixture('catalog.csv')]);
     const crashed = await cli(['submit'], { EMBATCH_TEST_CRASH_AT: point });
     assert.equal(crashed.signal, 'SIGKILL', `${point}: the process died there`);
+    // The ledger after the crash: the batch may exist at OpenAI, but until it is seen its strings are pending.
+    const offline = await json(['status', '--offline']);
+    assert.deepEqual(offline.strings, { total: 93, skipped: 0, pending: 93, submitted: 0, embedded: 0, indexed: 0, failed_retryable: 0, failed_permanent: 0 }, point);
     const resumed = await json(['submit']);
     assert.equal(resumed.submitted + (point === 'after-create' ? 1 : 0), 1);
     const batches = await allBatches(client);
@@ -75,6 +80,7 @@ test('killed between upload and create, or between create and saving it: no dupl
     assert.equal(uploads, 1, `${point}: the file was uploaded once`);
     const status = await json(['status']);
     assert.equal(status.jobs[0].batchId, batches[0]!.id);
+    assert.equal(status.strings.submitted, 93, `${point}: every string in the live batch`);
   }
 });
 
@@ -101,17 +107,19 @@ test('under 429s, 500s, connection resets and a stalled download the cycle still
   for (let round = 0; round < 8; round++) {
     await json(['submit'], env);
     await untilState(() => json(['status'], env), (r) => r.totals.active === 0 && r.totals.queued === 0);
-    await json(['download'], env);
+    await json(['download'], env, null);
     const s = await json(['status'], env);
-    if (s.strings.failedRetryable === 0 && s.strings.queuedForRetry === 0) break;
-    await json(['retry'], env);
+    if (s.failures.failedRetryable === 0 && s.failures.queuedForRetry === 0) break;
+    await json(['retry'], env, null);
   }
   const final = await json(['status'], env);
-  const retry = await json(['retry'], env);
+  const retry = await json(['retry'], env, 1);
   const embedded = new Set(embeddedIds(work));
   // Every string ends as exactly one of embedded or failed-with-reason.
-  assert.equal(embedded.size + final.strings.failedPermanent + final.strings.failedExhausted, 93);
-  assert.ok(final.strings.failedPermanent > 0, 'some lines were rejected for good');
+  assert.equal(embedded.size + final.failures.failedPermanent + final.failures.failedExhausted, 93);
+  assert.ok(final.failures.failedPermanent > 0, 'some lines were rejected for good');
+  const l = final.strings;
+  assert.deepEqual([l.total, l.embedded, l.failed_permanent, l.pending + l.submitted + l.indexed + l.skipped + l.failed_retryable], [93, embedded.size, 93 - embedded.size, 0], 'the ledger adds up');
   assert.ok(retry.permanentSamples.every((p: { code: string; message: string }) => p.code === 'invalid_value' && p.message.length > 0));
   assert.ok((sim.stats.fault_429 ?? 0) + (sim.stats.fault_500 ?? 0) + (sim.stats.fault_reset ?? 0) > 0, JSON.stringify(sim.stats));
 });
@@ -130,11 +138,12 @@ test('an error line that names no request is counted, and the request without a 
   const victim = JSON.parse(lines[0]!).custom_id as string;
   lines[0] = lines[0]!.replace(victim, `zzzzzzzz${victim.slice(8)}`);
   writeFileSync(errors, lines.join('\n') + '\n');
-  const dl = await json(['download']);
+  const dl = await json(['download'], {}, 1);
   assert.deepEqual([dl.embedded, dl.failedLines, dl.unmatchedErrorLines, dl.missingLines], [93 - failed, failed, 1, 1]);
   const status = await json(['status']);
-  assert.deepEqual([status.strings.failedPermanent, status.strings.failedRetryable], [failed - 1, 1], 'the refused lines, and the request left without a line');
-  const retry = await json(['retry']);
+  assert.deepEqual([status.failures.failedPermanent, status.failures.failedRetryable], [failed - 1, 1], 'the refused lines, and the request left without a line');
+  assert.deepEqual(status.strings, { total: 93, skipped: 0, pending: 0, submitted: 0, embedded: 93 - failed, indexed: 0, failed_retryable: 1, failed_permanent: failed - 1 });
+  const retry = await json(['retry'], {}, 1);
   assert.equal(retry.requeued, 1);
   assert.equal(JSON.parse(readFileSync(retry.files[0], 'utf8').trim()).custom_id, victim, 'exactly that request is asked again');
 });

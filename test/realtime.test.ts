@@ -81,7 +81,8 @@ test('one bad input fails only itself: the request is split and the other inputs
   assert.equal(s.realtime.failed, marked, 'exactly the strings holding the marker failed');
   assert.equal(s.realtime.embedded + s.realtime.failed, s.realtime.strings);
   assert.ok(s.realtime.splits > 0);
-  assert.equal(s.status.strings.failedPermanent, s.realtime.failed);
+  assert.equal(s.status.failures.failedPermanent, s.realtime.failed);
+  assert.deepEqual(s.status.strings, { total: s.realtime.strings, skipped: 0, pending: 0, submitted: 0, embedded: s.realtime.strings - marked, indexed: 0, failed_retryable: 0, failed_permanent: marked });
   assert.ok((sim.stats.bad_input ?? 0) > 0);
 });
 
@@ -98,6 +99,9 @@ test('killed mid-run and rerun, only strings without a stored vector are request
   await closed;
   const before = sim.stats.embedding_inputs ?? 0;
   assert.ok(before >= 20 && before < 93, `killed mid-way (${before} inputs sent)`);
+  // The ledger after the kill: the file's real-time run stopped midway, so its strings are all still "submitted".
+  const killed = await runCli(['status', '--offline', '--json', '--work-dir', work], { env });
+  assert.deepEqual(JSON.parse(killed.stdout).strings, { total: 93, skipped: 0, pending: 0, submitted: 93, embedded: 0, indexed: 0, failed_retryable: 0, failed_permanent: 0 });
   const rerun = await runCli([...args, '--json'], { env });
   assert.equal(rerun.code, 0, rerun.stderr);
   const s = JSON.parse(rerun.stdout).realtime;
@@ -182,7 +186,7 @@ test('an answer without some of the embeddings asked for: those strings are reco
   assert.ok(missing >= 1);
   assert.equal(s.realtime.failed, missing, 'each string the answer left out is recorded');
   assert.equal(s.realtime.embedded + s.realtime.failed, s.realtime.strings);
-  assert.equal(s.status.strings.failedRetryable, missing);
+  assert.equal(s.status.failures.failedRetryable, missing);
   assert.equal(sim.stats.embedding_inputs, s.realtime.strings, 'each asked for once');
   // The fault gone (another simulator without it), retry writes them into a new file, and a real-time run embeds
   // exactly them.
@@ -194,5 +198,5 @@ test('an answer without some of the embeddings asked for: those strings are reco
   assert.equal(again.code, 0, again.stderr);
   const a = JSON.parse(again.stdout);
   assert.deepEqual([a.realtime.embedded, a.realtime.failed, healthy.stats.embedding_inputs], [missing, 0, missing]);
-  assert.deepEqual(a.status.strings, { failedRetryable: 0, failedPermanent: 0, failedExhausted: 0, queuedForRetry: 0 }, 'no failure left');
+  assert.deepEqual(a.status.failures, { failedRetryable: 0, failedPermanent: 0, failedExhausted: 0, queuedForRetry: 0 }, 'no failure left');
 });

@@ -144,7 +144,7 @@ test('a file of good, failed, corrupt and unknown lines: good ones indexed, ever
   assert.ok(r.acked >= 10 && (await count(collection)) === r.acked);
   // The server error and the expired line are what retry picks up.
   const status = await json(['status', '--offline']);
-  assert.equal(status.strings.failedRetryable, 2);
+  assert.equal(status.failures.failedRetryable, 2);
 });
 
 test('an existing collection with other dimensions is a clear error before anything is written', { skip }, async (t) => {
@@ -235,4 +235,47 @@ test('an object Weaviate refused is not sent again until --retry-rejects, once i
   assert.deepEqual([retried.files, retried.acked, retried.rejected, retried.alreadyIndexed], [1, 1, 0, 1]);
   assert.equal(await count(collection), before + 2);
   assert.match((await cli(['index', '--retry-rejects'], odd)).stderr, /nothing to index/);
+});
+
+test('verify finds missing, differing, unrecorded and extra objects, writes them down, and --repair puts the collection right', { skip }, async (t) => {
+  const { work, collection, cli, json } = env(t);
+  const run = await json(['run', fixture('catalog.csv'), '--simulate', '--wait']);
+  const total = [...fixtureStrings('catalog.csv').strings.values()].reduce((n, fields) => n + fields.size, 0);
+  assert.deepEqual([run.status.objects.indexed, run.status.strings.indexed], [total, run.status.strings.total]);
+  const clean = await json(['verify']);
+  assert.deepEqual([clean.objects, clean.matching, clean.missing, clean.differs, clean.unrecorded, clean.extra], [total, total, 0, 0, 0, 0]);
+
+  // Three objects deleted, one changed, one that is not ours added, and two marks lost from the store.
+  const c = (await weaviateClient()).collections.get(collection);
+  const some = (await c.query.fetchObjects({ limit: 6 })).objects;
+  for (const o of some.slice(0, 3)) await c.data.deleteById(o.uuid);
+  await c.data.update({ id: some[3]!.uuid, properties: { frequency: 999 } });
+  await c.data.insert({ id: objectUuid('f'.repeat(32), 'title'), properties: { original_string: 'not ours', hash_value: 'f'.repeat(32), field_type: 'title', frequency: 1 }, vectors: { default: Array.from({ length: 64 }, () => 0.125) } });
+  const { StateStore, stringKey } = await import('../src/store.js');
+  const store = await StateStore.open(work);
+  const target = store.findTarget(run.status.objects.target)!;
+  const unmarked: Array<[number, string]> = [];
+  for (const o of some.slice(4, 6)) {
+    const [record] = await store.lookupStrings([stringKey(String(o.properties.original_string))]);
+    unmarked.push([record!.id, String(o.properties.field_type)]);
+  }
+  await store.unmarkIndexed(target, unmarked);
+  await store.close();
+
+  const found = await cli(['verify', '--json']);
+  assert.equal(found.code, 1, 'missing and differing objects are a failure');
+  const v = JSON.parse(found.stdout);
+  assert.deepEqual([v.objects, v.missing, v.differs, v.unrecorded, v.extra, v.matching], [total - 3 + 1, 3, 1, 2, 1, total - 6]);
+  const findings = readFileSync(v.findingsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(findings.map((f) => f.kind).sort(), ['differs', 'missing', 'missing', 'missing', 'unrecorded', 'unrecorded']);
+  assert.deepEqual(findings.find((f) => f.kind === 'differs').uuid, some[3]!.uuid);
+  assert.deepEqual(new Set(findings.filter((f) => f.kind === 'unrecorded').map((f) => f.uuid)), new Set([some[4]!.uuid, some[5]!.uuid]));
+
+  const repaired = await json(['verify', '--repair']);
+  assert.deepEqual([repaired.repaired.resent, repaired.repaired.marked, repaired.repaired.index.acked], [4, 2, 4]);
+  const after = await json(['verify']);
+  assert.deepEqual([after.objects, after.matching, after.missing, after.differs, after.unrecorded, after.extra], [total + 1, total, 0, 0, 0, 1]);
+  assert.equal((await c.query.fetchObjectById(some[3]!.uuid))!.properties.frequency, fixtureStrings('catalog.csv').strings.get(String(some[3]!.properties.original_string))!.get(String(some[3]!.properties.field_type)));
+  const status = await json(['status', '--offline']);
+  assert.deepEqual([status.objects.indexed, status.objects.total], [total, total]);
 });

@@ -8,8 +8,8 @@
 import { existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import { binaryPath, goAvailable, isReady, start, stop, defaultOptions, type ServerOptions } from '../scripts/weaviate.js';
-import { ROOT } from './helpers.js';
+import { binaryPath, clusterNodes, clusterOptions, goAvailable, isReady, start, startCluster, stop, stopCluster, defaultOptions, type ServerOptions } from '../scripts/weaviate.js';
+import { ROOT, until } from './helpers.js';
 
 export interface WeaviateTarget {
   url: string;
@@ -82,6 +82,70 @@ export async function weaviateForTests(opts: { apiKey?: string; own?: boolean } 
       },
     },
   };
+}
+
+export interface ClusterForTests {
+  /** The first node, which the CLI and clients talk to. */
+  target: WeaviateTarget;
+  nodes: ServerOptions[];
+  /** The process id of node `i` (from 0) as last started. */
+  pid(i: number): number;
+  /** Starts node `i` again (after a kill or a stop), on its data, and waits until every node is HEALTHY. */
+  restart(i: number): Promise<void>;
+  /** Names of the nodes and their status, as the first node's /v1/nodes lists them. */
+  status(): Promise<Array<{ name: string; status: string }>>;
+}
+
+/** A cluster of `n` nodes of the pinned server on loopback, on ports the OS says are free, for one test file. */
+export async function weaviateClusterForTests(n: number): Promise<{ cluster: ClusterForTests; skip: false } | { cluster: undefined; skip: string }> {
+  // Always nodes of its own (WEAVIATE_URL is one server): the cluster tests kill and restart them.
+  if (!existsSync(binaryPath()) && !goAvailable()) {
+    const m = missing('Go is not installed to build the Weaviate server (see README, "Tests")');
+    return { cluster: undefined, skip: m.skip as string };
+  }
+  const dir = path.join(ROOT, '.tmp', `weaviate-cluster-${process.pid}`);
+  for (let attempt = 1; ; attempt++) {
+    const ports = await freePorts(2 * n);
+    const block = await freeBlock(4 * n);
+    const nodes = clusterOptions({ ...defaultOptions(), dir, apiKey: undefined }, n, (i) => ({ httpPort: ports[2 * i]!, grpcPort: ports[2 * i + 1]!, clusterPorts: [block + 4 * i, block + 4 * i + 1, block + 4 * i + 2, block + 4 * i + 3] }));
+    try {
+      const started = await startCluster(nodes, { fresh: true, log: () => {} });
+      const pids = started.map((s) => s.pid);
+      const first = nodes[0]!;
+      const url = `http://127.0.0.1:${first.httpPort}`;
+      const status = () => clusterNodes(url);
+      const cluster: ClusterForTests = {
+        nodes,
+        pid: (i) => pids[i]!,
+        status,
+        restart: async (i) => {
+          await stop(nodes[i]!, () => {});
+          pids[i] = (await start(nodes[i]!, { log: () => {} })).pid;
+          await until(() => status().catch(() => []), (list) => list.length === n && list.every((node) => node.status === 'HEALTHY'), first.readyTimeoutMs, 250);
+        },
+        target: {
+          url,
+          host: '127.0.0.1',
+          httpPort: first.httpPort,
+          grpcPort: first.grpcPort,
+          apiKey: undefined,
+          own: first,
+          release: async () => {
+            await stopCluster(dir, () => {});
+            rmSync(dir, { recursive: true, force: true });
+          },
+        },
+      };
+      return { cluster, skip: false };
+    } catch (err) {
+      await stopCluster(dir, () => {}).catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+      if (attempt >= 2) {
+        const m = missing(`the test cluster did not start: ${(err as Error).message}`);
+        return { cluster: undefined, skip: m.skip as string };
+      }
+    }
+  }
 }
 
 function missing(reason: string): WeaviateForTests {

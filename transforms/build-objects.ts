@@ -56,10 +56,16 @@ export interface BuildObjectsOptions {
    */
   skipIndexed?: { target: number; retryRejects: boolean };
   onFailed: (failed: FailedLine) => void;
-  /** Objects not sent: `acked` ones the target already acknowledged, `refused` ones it refused for good before. */
-  onSkipped?: (acked: number, refused: number) => void;
-  /** Result lines mapped to their string (each becomes one object per field the string occurs in). */
-  onMapped?: (n: number) => void;
+  /**
+   * Objects not sent: `acked` ones the target already acknowledged, and those it refused for good before (by the id
+   * of their string, one entry per object).
+   */
+  onSkipped?: (acked: number, refusedStringIds: number[]) => void;
+  /**
+   * Per batch: result lines mapped to their string (each becomes one object per field the string occurs in), the
+   * objects they make (sent or not), and the strings that make none (no source has them any more).
+   */
+  onMapped?: (lines: number, objects: number, objectless: number) => void;
 }
 
 /**
@@ -77,6 +83,7 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
         .then(async (found) => {
           const objects: EntityObject[] = [];
           let mapped = 0;
+          let objectless = 0;
           batch.ok.forEach((r, i) => {
             const string = found[i];
             // The custom_id's CRC32 must name the text too: a line from another work directory's file is refused.
@@ -86,17 +93,19 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
             }
             mapped++;
             const hash = string.hash;
+            const before = objects.length;
             for (const [field, frequency] of Object.entries(store.frequencies(string.record))) {
               objects.push({ uuid: objectUuid(hash, field), properties: { original_string: string.text, hash_value: hash, field_type: field, frequency }, vector: r.vector, vectorBase64: r.base64, stringId: string.id, field });
             }
+            if (objects.length === before) objectless++;
           });
-          options.onMapped?.(mapped);
+          options.onMapped?.(mapped, objects.length, objectless);
           const skip = options.skipIndexed;
           if (!skip || !objects.length) return objects;
           const taken = await store.takenBy(skip.target, objects.map((o) => [o.stringId, o.field]));
           const rest = objects.filter((_, i) => taken[i] === undefined || (taken[i] === 'refused' && skip.retryRejects));
-          const refused = skip.retryRejects ? 0 : taken.filter((x) => x === 'refused').length;
-          options.onSkipped?.(objects.length - rest.length - refused, refused);
+          const refused = skip.retryRejects ? [] : objects.filter((_, i) => taken[i] === 'refused').map((o) => o.stringId);
+          options.onSkipped?.(objects.length - rest.length - refused.length, refused);
           return rest;
         })
         .then(

@@ -51,11 +51,14 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
   let pending: EntityObject[] = [];
   let pendingBytes = 0;
   const inFlight = new Set<Promise<void>>();
-  const retryQueue: Array<{ object: EntityObject; attempts: number; message: string }> = [];
+  /** Objects Weaviate refused, to be sent again (sent as soon as a request's worth gathers, and at the end). */
+  const retryQueue: EntityObject[] = [];
+  /** Times Weaviate refused an object (see maxObjectRetries). */
+  const refusals = new WeakMap<EntityObject, number>();
   let failure: Error | undefined;
 
-  const send = (objects: EntityObject[], attempts = new Map<EntityObject, number>()): void => {
-    const p = sendRequest(objects, attempts)
+  const send = (objects: EntityObject[]): void => {
+    const p = sendRequest(objects)
       .catch((err: Error) => {
         failure ??= err;
       })
@@ -63,45 +66,66 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
     inFlight.add(p);
   };
 
-  const sendRequest = async (input: EntityObject[], attempts: Map<EntityObject, number>): Promise<void> => {
+  /** One insertMany, retried with backoff while Weaviate cannot take it (the request failed, or the cluster could not). */
+  const insert = async (objects: EntityObject[], attempt: number): Promise<Awaited<ReturnType<typeof options.collection.data.insertMany>>> => {
+    const payload = objects.map((o) => ({ id: o.uuid, properties: o.properties, vectors: { default: toNumbers(o.vector) } }));
+    counters.sent += objects.length;
+    try {
+      return await options.collection.data.insertMany(payload);
+    } catch (err) {
+      await unavailable(objects.length, attempt, (err as Error).message, err);
+      return insert(objects, attempt + 1);
+    }
+  };
+
+  /** Waits before another try, or fails the stream once Weaviate has stayed unable to take the objects. */
+  const unavailable = async (count: number, attempt: number, message: string, cause?: unknown): Promise<void> => {
+    if (attempt >= options.requestRetries)
+      throw new EmbatchError('WEAVIATE_DOWN', `Weaviate could not take ${count} object(s) after ${attempt + 1} attempts: ${message}. Everything acknowledged so far is recorded; rerun \`embatch index\` when Weaviate is back and it sends exactly the rest`, { cause });
+    counters.requestRetries++;
+    const wait = Math.min(250 * 2 ** attempt, 10_000) * (0.75 + Math.random() / 2);
+    options.log?.(`Weaviate could not take ${count} object(s) (${message}); trying again in ${(wait / 1000).toFixed(1)} s`);
+    await sleep(wait);
+  };
+
+  const sendRequest = async (input: EntityObject[]): Promise<void> => {
     // Weaviate keeps only the last copy of an id repeated in one request; send each id once.
     const byUuid = new Map<string, EntityObject>();
     for (const o of input) byUuid.set(o.uuid, o);
-    const objects = [...byUuid.values()];
-    const payload = objects.map((o) => ({ id: o.uuid, properties: o.properties, vectors: { default: toNumbers(o.vector) } }));
+    let objects = [...byUuid.values()];
     counters.requests++;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        counters.sent += objects.length;
-        const result = await options.collection.data.insertMany(payload);
-        const acked: EntityObject[] = [];
-        const refused: Array<{ object: EntityObject; message: string }> = [];
-        objects.forEach((o, i) => {
-          const error = result.errors[i];
-          if (!error) acked.push(o);
-          else {
-            const tries = (attempts.get(o) ?? 0) + 1;
-            if (tries <= options.maxObjectRetries) {
-              counters.objectRetries++;
-              retryQueue.push({ object: o, attempts: tries, message: error.message });
-            } else {
-              counters.rejected++;
-              refused.push({ object: o, message: error.message });
-            }
+    for (let attempt = 0; objects.length; attempt++) {
+      const result = await insert(objects, attempt);
+      const acked: EntityObject[] = [];
+      const refused: Array<{ object: EntityObject; message: string }> = [];
+      const transient: EntityObject[] = [];
+      let transientMessage = '';
+      objects.forEach((o, i) => {
+        const error = result.errors[i];
+        if (!error) acked.push(o);
+        else if (isTransientObjectError(error.message)) {
+          // The cluster could not take it now (a node away, too few replicas): not the object's fault.
+          transient.push(o);
+          transientMessage = error.message;
+        } else {
+          const tries = (refusals.get(o) ?? 0) + 1;
+          refusals.set(o, tries);
+          if (tries <= options.maxObjectRetries) {
+            counters.objectRetries++;
+            retryQueue.push(o);
+          } else {
+            counters.rejected++;
+            refused.push({ object: o, message: error.message });
           }
-        });
-        counters.acked += acked.length;
-        await options.onAcked(acked);
-        if (refused.length) await options.onRejected(refused);
-        return;
-      } catch (err) {
-        if (attempt >= options.requestRetries)
-          throw new EmbatchError('WEAVIATE_DOWN', `Weaviate did not take a batch of ${objects.length} objects after ${attempt + 1} attempts: ${(err as Error).message}. Everything acknowledged so far is recorded; rerun when Weaviate is back`, { cause: err });
-        counters.requestRetries++;
-        const wait = Math.min(250 * 2 ** attempt, 10_000) * (0.75 + Math.random() / 2);
-        options.log?.(`Weaviate request failed (${(err as Error).message}); retrying in ${(wait / 1000).toFixed(1)} s`);
-        await sleep(wait);
-      }
+        }
+      });
+      counters.acked += acked.length;
+      // Outside the request's retries: a failure to record them is the store's, never a reason to send them again.
+      await options.onAcked(acked);
+      if (refused.length) await options.onRejected(refused);
+      if (retryQueue.length >= options.batchSize) send(retryQueue.splice(0, options.batchSize));
+      if (transient.length) await unavailable(transient.length, attempt, transientMessage);
+      objects = transient;
     }
   };
 
@@ -136,13 +160,11 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
       const finish = async () => {
         cut(true);
         await drain(0);
-        // Objects Weaviate refused get their retries once the stream has been sent.
+        // Objects Weaviate refused and not yet sent again get their retries once the stream has been sent.
         while (retryQueue.length) {
-          const round = retryQueue.splice(0);
           await sleep(200);
-          const attempts = new Map(round.map((r) => [r.object, r.attempts]));
-          for (let i = 0; i < round.length; i += options.batchSize) {
-            send(round.slice(i, i + options.batchSize).map((r) => r.object), attempts);
+          while (retryQueue.length) {
+            send(retryQueue.splice(0, options.batchSize));
             await drain(options.concurrency - 1);
           }
           await drain(0);
@@ -151,6 +173,19 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
       finish().then(() => callback(), callback);
     },
   });
+}
+
+/**
+ * Per-object errors that say the cluster could not take the object now, not that the object is bad: a node
+ * unreachable or restarting, too few replicas for the consistency level, a timeout, a shard not ready. Such objects
+ * are retried with backoff (and the command fails, naming the message, if the cluster stays unable), never reported
+ * as rejected. Messages as Weaviate 1.3x words them (usecases/replica, usecases/sharding).
+ */
+const TRANSIENT_OBJECT_ERROR =
+  /resolve node name|node .* (not found|unavailable|is down)|connection refused|connection reset|broken pipe|no such host|i\/o timeout|context deadline exceeded|deadline exceeded|timed? ?out|cannot achieve consistency level|not enough replicas|too few replicas|replica.*(unavailable|not reachable)|shard .*(not ready|not found|shutting down|read-?only)|unavailable|status code:? 5\d\d|internal server error|EOF$/i;
+
+export function isTransientObjectError(message: string): boolean {
+  return TRANSIENT_OBJECT_ERROR.test(message);
 }
 
 function toNumbers(v: Float32Array): number[] {

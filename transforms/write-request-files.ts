@@ -1,8 +1,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { renameDurably } from '../src/durable.js';
 import { BATCH_STREAM } from './batch-items.js';
 import type { RequestFile, SkipRecord, StateStore } from '../src/store.js';
 import type { IngestCounters } from '../src/types.js';
@@ -64,7 +65,8 @@ export function writeRequestFiles(options: WriteRequestFilesOptions): Writable {
     await file.handle.sync();
     await file.handle.close();
     const name = requestFileName(file.seq);
-    await rename(path.join(dir, partialName(file.seq)), path.join(dir, name));
+    // Durable before the store records it: a committed request file survives a power cut.
+    await renameDurably(path.join(dir, partialName(file.seq)), path.join(dir, name));
     const record: RequestFile = {
       seq: file.seq,
       name,

@@ -8,7 +8,7 @@ import type { Config } from '../config.js';
 import { UsageError } from '../errors.js';
 import { log, printJson } from '../log.js';
 import type { StateStore } from '../store.js';
-import { configFromArgs, modelFlags, modelOptions, num, usd, type CommonArgs } from './common.js';
+import { configFromArgs, exitOnLedger, modelFlags, modelOptions, num, usd, type CommonArgs } from './common.js';
 import { printPrepareSummary, stdinOrPath } from './prepare.js';
 import { printIndexSummary } from './results.js';
 
@@ -52,18 +52,23 @@ export const submitCommand: CommandModule<CommonArgs, ApiArgs> = {
   },
 };
 
-export const statusCommand: CommandModule<CommonArgs, ApiArgs & { offline: boolean }> = {
+export const statusCommand: CommandModule<CommonArgs, ApiArgs & { offline: boolean; sink?: string }> = {
   command: 'status',
-  describe: 'Show every batch job: status, progress, age, time left, tokens, cost, and what to do next',
-  builder: (y) => simulateOption(y).option('offline', { type: 'boolean', default: false, describe: 'Show the stored state without asking the API' }) as never,
+  describe: 'Show every batch job (status, progress, age, time left, tokens, cost), the ledger of strings and objects, and what to do next',
+  builder: (y) =>
+    simulateOption(y)
+      .option('offline', { type: 'boolean', default: false, describe: 'Show the stored state without asking the API' })
+      .option('sink', { type: 'string', describe: 'The sink target whose objects the ledger counts: weaviate (default), jsonl:<path>' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
     const { refreshActive, statusReport } = await lifecycle();
+    const { parseSink, sinkLabel } = await import('../results.js');
+    const target = sinkLabel(parseSink(args.sink), config);
     const report = args.offline
-      ? await withStore(config, (store) => statusReport({ store, config }))
+      ? await withStore(config, (store) => statusReport({ store, config }, 1000, target))
       : await withCtx(args, config, async (ctx) => {
           await refreshActive(ctx);
-          return statusReport(ctx);
+          return statusReport(ctx, 1000, target);
         });
     if (args.json) printJson({ command: 'status', ...report });
     else printStatus(report);
@@ -77,16 +82,20 @@ export const downloadCommand: CommandModule<CommonArgs, ApiArgs> = {
   handler: async (args) => {
     const config = configFromArgs(args);
     const { refreshActive, downloadEnded } = await lifecycle();
-    const s = await withCtx(args, config, async (ctx) => {
+    const { readLedger } = await import('../ledger.js');
+    const { sinkLabel } = await import('../results.js');
+    const { s, ledger } = await withCtx(args, config, async (ctx) => {
       await refreshActive(ctx);
-      return downloadEnded(ctx);
+      const s = await downloadEnded(ctx);
+      return { s, ledger: await readLedger(ctx.store, sinkLabel({ kind: 'weaviate' }, config), config.max_retry_attempts) };
     });
-    if (args.json) printJson({ command: 'download', ...s });
+    if (args.json) printJson({ command: 'download', ...s, ...ledger });
     else
       log.info(
         `downloaded ${s.files} file(s): ${num(s.embedded)} results, ${num(s.failedLines)} failed lines${s.redownloads ? ` (${s.redownloads} incomplete download(s) redone)` : ''}` +
           (s.missingLines || s.unmatchedErrorLines ? `; ${num(s.missingLines)} request(s) with no line at all (recorded as failed), ${num(s.unmatchedErrorLines)} error line(s) naming no request` : ''),
       );
+    exitOnLedger(ledger, 'embedded');
   },
 };
 
@@ -106,6 +115,8 @@ export const retryCommand: CommandModule<CommonArgs, CommonArgs> = {
         for (const p of s.permanentSamples) log.info(`  ${p.customId}: ${p.code}: ${p.message}`);
       }
     }
+    // Strings failed for good stay failed: the retry went as far as it can, but not everything will be embedded.
+    if (s.permanent || s.exhausted) process.exitCode = 1;
   },
 };
 
@@ -181,13 +192,13 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
     const result = await runPipeline(config, args);
     if (args.json) printJson({ command: 'run', ...result });
     else printStatus(result.status);
-    // Not done: polling gave up, or (real time) some strings failed; both need the user's attention. So do strings
-    // that failed for good (refused by the API, or out of retries): an exit code of 0 means nothing failed.
+    // Not done: polling gave up, or (real time) some strings failed; both need the user's attention. So does a ledger
+    // with strings failed for good or objects the sink did not take: an exit code of 0 means nothing failed.
     const waited = !config.batch_manual_polling || result.realtime !== undefined;
-    const failedForGood = result.status.strings.failedPermanent + result.status.strings.failedExhausted;
-    if (waited && failedForGood > 0) log.warn(`${num(failedForGood)} string(s) failed for good; \`embatch retry\` lists them with the API's messages`);
-    if (result.indexed.rejected > 0) log.warn(`${num(result.indexed.rejected)} object(s) refused by the sink; see index_rejects.jsonl, fix the cause, then: embatch index --retry-rejects`);
-    if ((waited && (!result.done || failedForGood > 0)) || result.indexed.rejected > 0) process.exitCode = 1;
+    if (waited) {
+      if (!result.done) process.exitCode = 1;
+      exitOnLedger(result.status, args.sink === 'none' ? 'embedded' : 'indexed');
+    } else if (result.status.objects.refused > 0) exitOnLedger(result.status, 'indexed');
   },
 };
 
@@ -216,7 +227,8 @@ function addIndexed(totals: IndexTotals, s: import('../results.js').IndexSummary
 export async function runPipeline(config: Config, args: RunArgs): Promise<RunResult> {
   const indexedTotals: IndexTotals = { files: 0, objects: 0, acked: 0, rejected: 0, alreadyIndexed: 0 };
   const { refreshActive, downloadEnded, statusReport, createRetryFiles, submitQueued } = await lifecycle();
-  const { indexDownloaded } = await import('../results.js');
+  const { indexDownloaded, parseSink, sinkLabel } = await import('../results.js');
+  const target = sinkLabel(parseSink(args.sink === 'none' ? undefined : args.sink), config);
   if (args.input !== undefined) {
     const { prepare } = await import('../prepare.js');
     const summary = await prepare(config, { input: stdinOrPath(args.input), sourceName: args.source, showProgress: !args.json && !args.quiet });
@@ -231,7 +243,7 @@ export async function runPipeline(config: Config, args: RunArgs): Promise<RunRes
         addIndexed(indexedTotals, indexed);
         if (indexed && !args.json) printIndexSummary(indexed);
       }
-      const status = await statusReport(ctx);
+      const status = await statusReport(ctx, 1000, target);
       if (!args.json)
         log.info(`real time: ${num(realtime.embedded)} embedded (${num(realtime.alreadyEmbedded)} already), ${num(realtime.failed)} failed, ${num(realtime.requests)} requests, ${num(Math.round(realtime.tokensPerMinute))} tokens/min, ${realtime.rateLimited} rate-limited answers, ${usd(realtime.costUsd)}`);
       return { done: realtime.failed === 0, interrupted: false, status, realtime, indexed: indexedTotals };
@@ -254,14 +266,14 @@ export async function runPipeline(config: Config, args: RunArgs): Promise<RunRes
           addIndexed(indexedTotals, indexed);
           if (indexed && !args.json) printIndexSummary(indexed);
         }
-        const report = await statusReport(ctx, 0);
-        if (!config.batch_manual_polling && report.strings.failedRetryable > 0 && report.totals.active === 0 && report.totals.ended === 0) {
+        const report = await statusReport(ctx, 0, target);
+        if (!config.batch_manual_polling && report.failures.failedRetryable > 0 && report.totals.active === 0 && report.totals.ended === 0) {
           const retry = await createRetryFiles(ctx);
           if (retry.requeued) log.info(`retrying ${num(retry.requeued)} failed string(s)`);
         }
         const submitted = await submitQueued(ctx);
-        const now = await statusReport(ctx);
-        const done = now.totals.queued === 0 && now.totals.active === 0 && now.totals.ended === 0 && (config.batch_manual_polling || now.strings.failedRetryable === 0);
+        const now = await statusReport(ctx, 1000, target);
+        const done = now.totals.queued === 0 && now.totals.active === 0 && now.totals.ended === 0 && (config.batch_manual_polling || now.failures.failedRetryable === 0);
         if (config.batch_manual_polling) {
           if (!args.json) log.info(`submitted ${submitted.submitted} batch(es). Check later with: embatch status, then embatch download (or embatch run to wait)`);
           return { done, interrupted: false, status: now, indexed: indexedTotals };
@@ -321,6 +333,12 @@ async function withStore<T>(config: Config, fn: (store: StateStore) => Promise<T
 
 const dur = (s: number | null) => (s === null ? '-' : s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${(s / 3600).toFixed(1)}h`);
 
+/** The ledger in one line: every string in exactly one state. */
+function ledgerLine({ strings: l }: StatusReport): string {
+  const parts: Array<[string, number]> = [['skipped', l.skipped], ['pending', l.pending], ['submitted', l.submitted], ['embedded', l.embedded], ['indexed', l.indexed], ['failed (retryable)', l.failed_retryable], ['failed (permanent)', l.failed_permanent]];
+  return `strings: ${num(l.total)} = ${parts.map(([name, n]) => `${num(n)} ${name}`).join(' + ')}`;
+}
+
 export function printStatus(r: StatusReport): void {
   const rows = r.jobs.map((j) =>
     [String(j.seq).padStart(5), (j.batchId ?? '-').padEnd(30), (j.status ?? j.state).padEnd(11), `${num(j.completed)}/${num(j.failed)}/${num(j.total)}`.padStart(20), dur(j.ageSeconds).padStart(6), dur(j.etaSeconds).padStart(6), num(j.tokens).padStart(12), usd(j.costUsd).padStart(9), j.retry ? ' retry' : '', j.error ? `  ${j.error}` : ''].join(' '),
@@ -331,8 +349,10 @@ export function printStatus(r: StatusReport): void {
       `${'file'.padStart(5)} ${'batch'.padEnd(30)} ${'status'.padEnd(11)} ${'done/failed/total'.padStart(20)} ${'age'.padStart(6)} ${'left'.padStart(6)} ${'tokens'.padStart(12)} ${'cost'.padStart(9)}`,
       ...rows,
       `total: ${t.files} file(s): ${t.queued} queued, ${t.active} running, ${t.ended} to download, ${t.downloaded} downloaded; ${num(t.completed)} of ${num(t.requests)} requests done, ${num(t.failed)} failed; ${num(t.tokens)} tokens, ${usd(t.costUsd)} at batch prices`,
-      r.strings.failedRetryable || r.strings.failedPermanent || r.strings.failedExhausted || r.strings.queuedForRetry
-        ? `failed strings: ${num(r.strings.failedRetryable)} retryable, ${num(r.strings.queuedForRetry)} queued for retry, ${num(r.strings.failedPermanent)} permanent, ${num(r.strings.failedExhausted)} out of attempts`
+      ledgerLine(r),
+      `objects in ${r.objects.target}: ${num(r.objects.indexed)} of ${num(r.objects.total)} indexed${r.objects.refused ? `, ${num(r.objects.refused)} refused (see index_rejects.jsonl)` : ''}`,
+      r.failures.failedRetryable || r.failures.failedPermanent || r.failures.failedExhausted || r.failures.queuedForRetry
+        ? `failed strings: ${num(r.failures.failedRetryable)} retryable, ${num(r.failures.queuedForRetry)} queued for retry, ${num(r.failures.failedPermanent)} permanent, ${num(r.failures.failedExhausted)} out of attempts`
         : '',
       `next: ${r.next}`,
     ]

@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import { coerceScalar, loadConfig, type Config } from '../config.js';
 import { UsageError } from '../errors.js';
+import { ledgerProblems, type Ledger } from '../ledger.js';
 import { log, registerSecret, setQuiet } from '../log.js';
 
 export interface CommonArgs {
@@ -46,3 +47,14 @@ export function modelFlags(args: { model?: string; dimensions?: number; 'encodin
 export const usd = (n: number | null) =>
   n === null ? 'unknown (model not in the price table)' : n === 0 ? '$0' : n < 0.01 ? `$${n.toPrecision(2)}` : `$${n.toFixed(2)}`;
 export const num = (n: number) => n.toLocaleString('en-US');
+
+/**
+ * Exit code 1 (and each problem with its next step) when the ledger a command leaves has strings failed or objects the
+ * target has not acknowledged: 0 means the ledger holds only indexed and skipped strings (or, for a command that
+ * stops at `stage` embedded, that nothing failed).
+ */
+export function exitOnLedger(ledger: Ledger, stage: 'embedded' | 'indexed'): void {
+  const problems = ledgerProblems(ledger, stage);
+  for (const p of problems) log.warn(p);
+  if (problems.length) process.exitCode = 1;
+}

@@ -5,7 +5,7 @@ import type { CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
 import { log, printJson } from '../log.js';
 import type { IndexInput, IndexSummary } from '../results.js';
-import { configFromArgs, num, type CommonArgs } from './common.js';
+import { configFromArgs, exitOnLedger, num, type CommonArgs } from './common.js';
 
 interface SinkArgs extends CommonArgs {
   sink?: string;
@@ -24,13 +24,57 @@ export const indexCommand: CommandModule<CommonArgs, SinkArgs & { 'retry-rejects
     const config = configFromArgs(args);
     const { StateStore } = await import('../store.js');
     const { indexDownloaded, parseSink, sinkLabel } = await import('../results.js');
+    const { readLedger } = await import('../ledger.js');
     const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
     try {
+      const label = sinkLabel(parseSink(args.sink), config);
       const s = await indexDownloaded(config, store, args.sink, { retryRejects: args['retry-rejects'] });
-      if (args.json) printJson({ command: 'index', ...(s ?? { files: 0, sink: sinkLabel(parseSink(args.sink), config) }) });
-      else if (!s) log.info(`nothing to index into ${sinkLabel(parseSink(args.sink), config)}: it has taken every downloaded result file (embatch status shows what is still to come)`);
+      const ledger = await readLedger(store, label, config.max_retry_attempts);
+      if (args.json) printJson({ command: 'index', ...(s ?? { files: 0, sink: label }), ...ledger });
+      else if (!s) log.info(`nothing to index into ${label}: it has taken every downloaded result file (embatch status shows what is still to come)`);
       else printIndexSummary(s);
-      if (s) failOnRejects(s);
+      exitOnLedger(ledger, 'indexed');
+    } finally {
+      await store.close();
+    }
+  },
+};
+
+export const verifyCommand: CommandModule<CommonArgs, SinkArgs & { repair: boolean }> = {
+  command: 'verify',
+  describe: "Compare the Weaviate collection with what this work directory recorded as indexed there: missing, differing, unrecorded and extra objects",
+  builder: (y) =>
+    y
+      .option('sink', { type: 'string', describe: 'The target to check: weaviate (the default; its URL and collection from the configuration)' })
+      .option('repair', { type: 'boolean', default: false, describe: 'Send missing and differing objects again from the stored result files, and record unrecorded ones' }) as never,
+  handler: async (args) => {
+    const config = configFromArgs(args);
+    const { StateStore } = await import('../store.js');
+    const { verify } = await import('../verify.js');
+    const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
+    try {
+      const s = await verify(config, store, { repair: args.repair, sink: args.sink });
+      if (args.json) printJson({ command: 'verify', ...s });
+      else {
+        log.info(
+          [
+            `verified ${s.target}: ${num(s.objects)} object(s) read`,
+            `  matching     ${num(s.matching)}`,
+            `  missing      ${num(s.missing)} (recorded as indexed, not in the collection)`,
+            `  differs      ${num(s.differs)} (id or properties not as recorded)`,
+            `  unrecorded   ${num(s.unrecorded)} (in the collection, not recorded as indexed)`,
+            `  extra        ${num(s.extra)} (of strings this work directory never wrote: counted only)`,
+            `  findings in  ${s.findingsFile}`,
+            `  took         ${s.elapsedSeconds.toFixed(1)} s, peak memory ${s.peakRssMB.toFixed(0)} MB`,
+          ].join('\n'),
+        );
+        if (s.repaired) log.info(`repaired: ${num(s.repaired.resent)} object(s) sent again${s.repaired.index ? ` (${num(s.repaired.index.acked)} acknowledged)` : ''}, ${num(s.repaired.marked)} recorded`);
+      }
+      const open = s.repaired ? (s.repaired.index?.rejected ?? 0) : s.missing + s.differs;
+      if (open) {
+        log.warn(s.repaired ? `${num(open)} object(s) were refused when sent again: see index_rejects.jsonl` : `${num(open)} object(s) missing or differing: \`embatch verify --repair\` sends them again`);
+        process.exitCode = 1;
+      }
     } finally {
       await store.close();
     }
