@@ -92,6 +92,24 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs 
   await until(cond, (yes) => yes, timeoutMs);
 }
 
+/**
+ * Freezes a process with SIGSTOP and returns once every one of its threads is stopped (Linux /proc): the signal is
+ * delivered asynchronously, and a thread inside a system call (an fsync) stops only when the call returns, so a
+ * look at the process's work right after kill() could still change under the test.
+ */
+export async function freeze(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  const state = (task: string) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    } catch {
+      return 'T'; // the thread ended
+    }
+  };
+  await until(() => readdirSync(`/proc/${pid}/task`).every((task) => 'Tt'.includes(state(task))), (all) => all, 60_000, 5);
+}
+
 /** The embed fields of the default configuration. */
 export const DEFAULT_FIELDS = ['composite', 'person', 'title', 'roles', 'subjects', 'genres'];
 

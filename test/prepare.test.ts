@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { writeCatalog } from '../bench/gen-catalog.js';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
-import { CLI, fixture, fixtureStrings, requestFiles, requestLines, runCli, tempDir, ROOT, waitFor } from './helpers.js';
+import { CLI, fixture, fixtureStrings, freeze, requestFiles, requestLines, runCli, tempDir, ROOT, waitFor } from './helpers.js';
 
 const prepareJson = async (args: string[], opts: Parameters<typeof runCli>[1] = {}) => {
   const r = await runCli(['prepare', ...args, '--json'], opts);
@@ -187,7 +187,7 @@ function feedablePrepare(work: string, source: string, csv: string, extra: strin
     async freezeWhen(seen: () => boolean): Promise<void> {
       for (;;) {
         await this.feedUntil(seen);
-        child.kill('SIGSTOP');
+        await freeze(child.pid!);
         if (seen()) return;
         child.kill('SIGCONT');
       }

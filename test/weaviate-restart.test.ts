@@ -6,7 +6,7 @@ import weaviate from 'weaviate-client';
 import { spawn } from 'node:child_process';
 import { writeCatalog } from '../bench/gen-catalog.js';
 import { start, stop } from '../scripts/weaviate.js';
-import { CLI, runCli, tempDir, waitFor } from './helpers.js';
+import { CLI, freeze, runCli, tempDir, waitFor } from './helpers.js';
 import { weaviateForTests } from './weaviate-support.js';
 
 // This file stops and restarts its server, so it always starts one of its own.
@@ -45,7 +45,7 @@ test('Weaviate stopped in the middle of an index run and restarted: nothing lost
   let held = 0;
   await waitFor(async () => (held = await watch.collections.get('EntityString').aggregate.overAll().then((a) => a.totalCount, () => 0)) > 100);
   await watch.close();
-  child.kill('SIGSTOP');
+  await freeze(child.pid!);
   await stop(target.own!, () => {});
   child.kill('SIGCONT');
   const code = await exited;

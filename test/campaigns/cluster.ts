@@ -25,7 +25,7 @@ import { pathToFileURL } from 'node:url';
 import weaviate, { type WeaviateClient } from 'weaviate-client';
 import { hashValue, objectUuid } from '../../transforms/build-objects.js';
 import { hashEmbedding } from '../../src/simulator/embedding.js';
-import { CLI, fixtureStrings, runCli, until } from '../helpers.js';
+import { CLI, fixtureStrings, freeze, runCli, until } from '../helpers.js';
 import { weaviateClusterForTests, type ClusterForTests } from '../weaviate-support.js';
 import { catalogFile, flag } from './harness.js';
 
@@ -98,7 +98,7 @@ export async function indexDisrupted(p: Prepared, client: WeaviateClient, disrup
   for (const d of disruptions) {
     await until(count, (k) => k >= d.atCount || exited, 300_000, 10);
     if (exited) break;
-    child.kill('SIGSTOP');
+    await freeze(child.pid!);
     await d.step();
     child.kill('SIGCONT');
     await d.then?.(stderrHas);
