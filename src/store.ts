@@ -1021,6 +1021,14 @@ export function readKeyWords(keys: Uint8Array, i: number, out: Uint32Array, at: 
   for (let w = 0; w < 4; w++, b += 4) out[at + w] = (keys[b]! | (keys[b + 1]! << 8) | (keys[b + 2]! << 16) | (keys[b + 3]! << 24)) >>> 0;
 }
 
+/** The store key of the string whose hash_value (32 hex digits) is `hash`: found without its text. */
+export function stringKeyOfHash(hash: string): Buffer {
+  const key = Buffer.allocUnsafeSlow(STRING_KEY_BYTES);
+  STRING_PREFIX.copy(key, 0);
+  key.write(hash, STRING_HASH_OFFSET, 16, 'hex');
+  return key;
+}
+
 /** The store key whose hash words (see readKeyWords) are at `at` in `words`. */
 export function keyFromWords(words: Uint32Array, at: number): Buffer {
   const key = Buffer.allocUnsafeSlow(STRING_KEY_BYTES);

@@ -20,7 +20,7 @@ import { objectUuid } from '../transforms/build-objects.js';
 import type { Config } from './config.js';
 import { UsageError } from './errors.js';
 import { indexFiles, parseSink, sinkLabel, type IndexInput, type IndexSummary } from './results.js';
-import { STRING_HASH_OFFSET, stringKey, type StateStore } from './store.js';
+import { STRING_HASH_OFFSET, stringKey, stringKeyOfHash, type StateStore } from './store.js';
 import { PROPERTIES, connectWeaviate, type EntityProperties } from './weaviate.js';
 import { workPaths } from './workdir.js';
 
@@ -124,11 +124,7 @@ export async function verify(config: Config, store: StateStore, opts: { repair: 
   async function checkPage(page: Array<{ uuid: string; properties: Partial<EntityProperties> }>): Promise<void> {
     const hashes = page.map((o) => (typeof o.properties.hash_value === 'string' && /^[0-9a-f]{32}$/.test(o.properties.hash_value) ? o.properties.hash_value : undefined));
     const known = hashes.flatMap((h, i) => (h ? [i] : []));
-    const keys = known.map((i) => {
-      const key = stringKey('');
-      Buffer.from(hashes[i]!, 'hex').copy(key, STRING_HASH_OFFSET);
-      return key;
-    });
+    const keys = known.map((i) => stringKeyOfHash(hashes[i]!));
     const records = await store.lookupStrings(keys);
     const checked: Array<{ o: (typeof page)[number]; id: number; field: number }> = [];
     const notes: Array<[string, string]> = [];

@@ -67,14 +67,16 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
   };
 
   /** One insertMany, retried with backoff while Weaviate cannot take it (the request failed, or the cluster could not). */
-  const insert = async (objects: EntityObject[], attempt: number): Promise<Awaited<ReturnType<typeof options.collection.data.insertMany>>> => {
+  const insert = async (objects: EntityObject[], firstAttempt: number): Promise<Awaited<ReturnType<typeof options.collection.data.insertMany>>> => {
+    // Built once: the vectors' conversion is most of a request's client-side cost, and a retry sends the same objects.
     const payload = objects.map((o) => ({ id: o.uuid, properties: o.properties, vectors: { default: toNumbers(o.vector) } }));
-    counters.sent += objects.length;
-    try {
-      return await options.collection.data.insertMany(payload);
-    } catch (err) {
-      await unavailable(objects.length, attempt, (err as Error).message, err);
-      return insert(objects, attempt + 1);
+    for (let attempt = firstAttempt; ; attempt++) {
+      counters.sent += objects.length;
+      try {
+        return await options.collection.data.insertMany(payload);
+      } catch (err) {
+        await unavailable(objects.length, attempt, (err as Error).message, err);
+      }
     }
   };
 
