@@ -9,7 +9,7 @@ import path from 'node:path';
 import split2 from 'split2';
 import { toBase64 } from '../src/simulator/embedding.js';
 import { LineSpool } from '../src/simulator/line-spool.js';
-import { mulberry32, writeCatalog } from './gen-catalog.js';
+import { mulberry32, writeCatalog } from '../scripts/gen-catalog.js';
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');

@@ -16,7 +16,7 @@ import { createWriteStream, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import weaviate from 'weaviate-client';
 import { defaultOptions, start, stop, type ServerOptions } from '../scripts/weaviate.js';
-import { CATALOG_HEADER, writeCatalog } from './gen-catalog.js';
+import { CATALOG_HEADER, writeCatalog } from '../scripts/gen-catalog.js';
 import { CLI, ROOT } from './make-results.js';
 
 const args = process.argv.slice(2);

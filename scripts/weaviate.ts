@@ -4,6 +4,8 @@
  *   node dist/scripts/weaviate.js install            build the pinned server once (cached per user)
  *   node dist/scripts/weaviate.js start [--fresh]    install if needed, start on loopback, wait until ready
  *   node dist/scripts/weaviate.js start --nodes 3    a cluster of 3 nodes on loopback, until every node is HEALTHY
+ *   ... start --async-indexing                        ASYNC_INDEXING=true (or WEAVIATE_ASYNC_INDEXING=true): objects
+ *                                                     are acknowledged first and indexed in the background
  *   node dist/scripts/weaviate.js stop               stop it (every node of a cluster) cleanly
  *
  * Ports: WEAVIATE_HTTP_PORT (8080) and WEAVIATE_GRPC_PORT (50051); the cluster and Raft ports are derived from the
@@ -33,6 +35,8 @@ export interface ServerOptions {
   readyTimeoutMs: number;
   /** A node of a cluster (see clusterOptions); a single node by default. */
   node?: NodeRole | undefined;
+  /** ASYNC_INDEXING: the server acknowledges objects before they are in the vector index and builds it in the background. */
+  asyncIndexing?: boolean | undefined;
 }
 
 /** A node's place in a cluster: its name, how many nodes the cluster has, and where to join it. */
@@ -52,6 +56,7 @@ export function defaultOptions(env: NodeJS.ProcessEnv = process.env): ServerOpti
     dir: env.EMBATCH_WEAVIATE_DIR ?? path.join(ROOT, '.tmp', 'weaviate'),
     apiKey: env.WEAVIATE_API_KEY || undefined,
     memoryLimit: env.WEAVIATE_MEMORY_LIMIT ?? '4GiB',
+    asyncIndexing: env.WEAVIATE_ASYNC_INDEXING === 'true',
     readyTimeoutMs: Number(env.WEAVIATE_READY_TIMEOUT_MS ?? 120_000),
   };
 }
@@ -188,6 +193,7 @@ function serverEnv(o: ServerOptions): NodeJS.ProcessEnv {
     GO_PROFILING_DISABLE: 'true',
     GOMEMLIMIT: o.memoryLimit,
     QUERY_DEFAULTS_LIMIT: '25',
+    ...(o.asyncIndexing ? { ASYNC_INDEXING: 'true' } : {}),
   };
 }
 
@@ -354,7 +360,7 @@ function flagValue(args: string[], name: string): string | undefined {
 
 async function cli(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
-  const o = defaultOptions();
+  const o = { ...defaultOptions(), ...(rest.includes('--async-indexing') ? { asyncIndexing: true } : {}) };
   try {
     switch (command) {
       case 'install':
@@ -383,7 +389,7 @@ async function cli(): Promise<number> {
         console.log(serverUrl(o));
         return 0;
       default:
-        console.error('usage: weaviate.js install | start [--fresh] [--nodes N] | stop | url');
+        console.error('usage: weaviate.js install | start [--fresh] [--nodes N] [--async-indexing] | stop | url');
         return 2;
     }
   } catch (err) {

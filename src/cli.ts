@@ -4,7 +4,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import yargs, { type Argv } from 'yargs';
+import yargs, { type Argv, type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { cancelCommand, downloadCommand, resetCommand, retryCommand, runCommand, simulateCommand, statusCommand, submitCommand } from './commands/batch.js';
 import { prepareCommand } from './commands/prepare.js';
@@ -12,7 +12,9 @@ import { indexCommand, queryCommand, replayCommand, verifyCommand } from './comm
 import { EmbatchError, UsageError } from './errors.js';
 import { log, redact } from './log.js';
 
-export const commands = [prepareCommand, submitCommand, statusCommand, downloadCommand, retryCommand, runCommand, cancelCommand, resetCommand, simulateCommand, indexCommand, replayCommand, verifyCommand, queryCommand];
+// Each command's own argument type stays in its module: the list is only handed to yargs.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: Array<CommandModule<any, any>> = [prepareCommand, submitCommand, statusCommand, downloadCommand, retryCommand, runCommand, cancelCommand, resetCommand, simulateCommand, indexCommand, replayCommand, verifyCommand, queryCommand];
 
 export function buildParser(argv: string[]): Argv {
   let parser = yargs(argv)

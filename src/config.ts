@@ -166,6 +166,18 @@ export const configSchema = z
   });
 
 export type Config = z.infer<typeof configSchema>;
+/** A configuration as written (every key optional; defaults filled in by defineConfig or loadConfig). */
+export type ConfigInput = z.input<typeof configSchema>;
+
+/**
+ * A configuration from an object, for library use: the keys of config.yml (nested), defaults for the rest, checked
+ * like a config file (an unknown or bad key is a UsageError naming it). work_dir is made absolute against `cwd`.
+ */
+export function defineConfig(input: ConfigInput = {}, cwd = process.cwd()): Config {
+  const result = configSchema.safeParse(input);
+  if (!result.success) throw configError(result.error, 'configuration');
+  return { ...result.data, work_dir: path.resolve(cwd, result.data.work_dir) };
+}
 type Layer = Record<string, unknown>;
 
 export interface ConfigSources {

@@ -18,11 +18,11 @@ import { aggregateStrings, type DistinctBatch } from '../transforms/aggregate-st
 import { extractStrings } from '../transforms/extract-strings.js';
 import { parseCsv, type RejectedRow } from '../transforms/parse-csv.js';
 import type { Config } from './config.js';
-import { InputError } from './errors.js';
+import { InputError, UsageError } from './errors.js';
 import { uncrossError, type IngestInput, type IngestOutput, type IngestWorkerData } from './ingest-worker.js';
 import { estimateCost } from './models.js';
 import { createProgress } from './progress.js';
-import { addCounters, newCounters, type IngestCounters } from './types.js';
+import { addCounters, newCounters, type CsvRecord, type IngestCounters } from './types.js';
 import { workPaths } from './workdir.js';
 
 /**
@@ -40,13 +40,22 @@ const ROWS_PER_BATCH = 500;
  */
 const WORKER_YOUNG_GENERATION_MB = 128;
 
+/** A record from a source other than a CSV: field name to value (null, undefined or a missing field: no value). */
+export type SourceRecord = Readonly<Record<string, string | null | undefined>>;
+
 export interface PrepareOptions {
-  /** A file path, or "-" for standard input. */
-  input: string;
-  /** Name under which stdin's counts are kept (default "stdin"); a file's is its absolute path. */
+  /** A CSV file's path, or "-" for standard input (`stdin`, process.stdin by default). */
+  input?: string | undefined;
+  /**
+   * Records instead of a CSV (from a database cursor, an NDJSON export, an async generator...): the values of
+   * embed_fields are taken by name. Give `sourceName` too: counts are kept under it (default "records").
+   */
+  records?: AsyncIterable<SourceRecord> | Iterable<SourceRecord>;
+  /** Name under which stdin's or the records' counts are kept (default "stdin" / "records"); a file's is its absolute path. */
   sourceName?: string | undefined;
-  stdin?: Readable;
-  showProgress: boolean;
+  stdin?: Readable | undefined;
+  /** A progress bar on stderr (off by default). */
+  showProgress?: boolean | undefined;
 }
 
 export interface PrepareSummary {
@@ -73,10 +82,12 @@ export interface PrepareSummary {
 export async function prepare(config: Config, options: PrepareOptions): Promise<PrepareSummary> {
   const started = performance.now();
   const paths = workPaths(config.work_dir);
+  if ((options.input === undefined) === (options.records === undefined)) throw new UsageError('USAGE', 'prepare takes either an input (a CSV path or "-") or records');
+  const records = options.records;
   const fromStdin = options.input === '-';
-  const file = fromStdin ? '<stdin>' : path.resolve(options.input);
+  const file = records ? `<${options.sourceName ?? 'records'}>` : fromStdin ? '<stdin>' : path.resolve(options.input!);
   let size: number | undefined;
-  if (!fromStdin) {
+  if (!fromStdin && !records) {
     try {
       size = statSync(file).size;
     } catch (err) {
@@ -86,37 +97,39 @@ export async function prepare(config: Config, options: PrepareOptions): Promise<
 
   const counters: IngestCounters = newCounters();
   let rejects: WriteStream | undefined;
-  const worker = startIngestWorker({ config, source: fromStdin ? options.sourceName ?? 'stdin' : file });
+  const worker = startIngestWorker({ config, source: records ? options.sourceName ?? 'records' : fromStdin ? options.sourceName ?? 'stdin' : file });
   try {
     const { run } = await worker.ready;
-    const source = fromStdin ? options.stdin ?? process.stdin : createReadStream(file, { highWaterMark: 64 * 1024 });
-    const progress = createProgress({ label: 'prepare', total: size, unit: 'bytes', enabled: options.showProgress });
+    const progress = createProgress({ label: 'prepare', total: size, unit: records ? 'items' : 'bytes', enabled: options.showProgress === true });
     const onReject = (reject: RejectedRow) => {
       counters.rowsRejected++;
       rejects ??= createWriteStream(paths.rejects, { flags: 'a', mode: 0o600 });
       rejects.write(JSON.stringify({ run, ...reject }) + '\n');
     };
 
+    const extract = (header: boolean, columns: string[] | null) =>
+      extractStrings({ file, embedFields: config.embed_fields, columns, header, nullValues: config.input.null_values, normalize: config.input.normalize, trim: config.input.trim, counters });
     try {
-      await pipeline(
-        source,
-        countBytes((bytes) => progress.update(bytes, `${worker.newStrings().toLocaleString('en-US')} new strings`)),
-        decodeText(file, config.input.encoding),
-        parseCsv({ file, delimiter: config.input.delimiter, quote: config.input.quote, escape: config.input.escape, onMalformedRow: config.input.on_malformed_row, onReject }),
-        batchItems(ROWS_PER_BATCH),
-        extractStrings({
-          file,
-          embedFields: config.embed_fields,
-          columns: config.input.columns,
-          header: config.input.header,
-          nullValues: config.input.null_values,
-          normalize: config.input.normalize,
-          trim: config.input.trim,
-          counters,
-        }),
-        aggregateStrings(),
-        worker.sink,
-      );
+      if (records)
+        // Records arrive as rows of the embed_fields' values in order; a missing value is an empty cell (no string).
+        await pipeline(
+          rowsOf(records, config.embed_fields, (n) => progress.update(n, `${worker.newStrings().toLocaleString('en-US')} new strings`)),
+          batchItems(ROWS_PER_BATCH),
+          extract(false, config.embed_fields),
+          aggregateStrings(),
+          worker.sink,
+        );
+      else
+        await pipeline(
+          fromStdin ? options.stdin ?? process.stdin : createReadStream(file, { highWaterMark: 64 * 1024 }),
+          countBytes((bytes) => progress.update(bytes, `${worker.newStrings().toLocaleString('en-US')} new strings`)),
+          decodeText(file, config.input.encoding),
+          parseCsv({ file, delimiter: config.input.delimiter, quote: config.input.quote, escape: config.input.escape, onMalformedRow: config.input.on_malformed_row, onReject }),
+          batchItems(ROWS_PER_BATCH),
+          extract(config.input.header, config.input.columns),
+          aggregateStrings(),
+          worker.sink,
+        );
     } catch (err) {
       // The input failed: the worker stops too (keeping what it committed), then the input's error is the one shown.
       await worker.abort();
@@ -151,6 +164,22 @@ export async function prepare(config: Config, options: PrepareOptions): Promise<
     if (r) await new Promise<void>((resolve) => r.end(resolve));
     await worker.terminate();
   }
+}
+
+/** Records to CSV-like rows of the fields' values, numbered from 1 like lines, with a count for progress. */
+async function* rowsOf(records: AsyncIterable<SourceRecord> | Iterable<SourceRecord>, fields: string[], progress: (n: number) => void): AsyncGenerator<CsvRecord> {
+  let n = 0;
+  for await (const record of records) {
+    if (record === null || typeof record !== 'object') throw new UsageError('RECORD', `record ${n + 1} is not an object of field values (got ${record === null ? 'null' : typeof record})`);
+    const row: CsvRecord = fields.map((f) => {
+      const v = record[f];
+      return v === null || v === undefined ? '' : String(v);
+    });
+    row.line = ++n;
+    if (n % 10_000 === 0) progress(n);
+    yield row;
+  }
+  progress(n);
 }
 
 interface IngestWorker {

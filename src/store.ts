@@ -979,7 +979,7 @@ function tallyFailure(tally: Record<string, FailureTally>, origin: number, f: Pi
  * Adds `n` occurrences in field `field` (an id) from source `source` (an id) during `run` to an entry, folding the
  * counts of the run that touched it last: kept as the fallback if that run completed, dropped if it died.
  */
-export function addOccurrences(store: StateStore, record: StringRecord, source: number, run: number, field: number, n: number): void {
+export function addOccurrences(store: Pick<StateStore, 'isRunDone'>, record: StringRecord, source: number, run: number, field: number, n: number): void {
   let counts: SourceCounts | undefined;
   for (const c of record.src)
     if (c.s === source) {

@@ -35,7 +35,7 @@ export async function connectWeaviate(config: Config): Promise<WeaviateClient> {
   }
 }
 
-/** The quantizer of the configured compression, for the HNSW index (undefined: none). */
+/** The quantizer of the configured compression, for the HNSW index ("none" explicitly: a server's DEFAULT_QUANTIZATION is not applied). */
 function quantizer(c: Config['weaviate']['compression']) {
   const q = weaviate.configure.vectorIndex.quantizer;
   switch (c.type) {
@@ -46,7 +46,7 @@ function quantizer(c: Config['weaviate']['compression']) {
     case 'bq':
       return q.bq({ rescoreLimit: c.rescore_limit });
     default:
-      return undefined;
+      return q.none();
   }
 }
 

@@ -3,7 +3,7 @@ import { createWriteStream, readdirSync, readFileSync, statSync } from 'node:fs'
 import path from 'node:path';
 import { test } from 'node:test';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
-import { writeCatalog } from '../bench/gen-catalog.js';
+import { writeCatalog } from '../scripts/gen-catalog.js';
 import { allBatches, embeddedIds, KEY, setup, untilState } from './batch-support.js';
 import { fixture, requestLines, runCli, tempDir } from './helpers.js';
 

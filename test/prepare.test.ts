@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { writeCatalog } from '../bench/gen-catalog.js';
+import { writeCatalog } from '../scripts/gen-catalog.js';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import { CLI, fixture, fixtureStrings, freeze, requestFiles, requestLines, runCli, tempDir, ROOT, waitFor } from './helpers.js';
 

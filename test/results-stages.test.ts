@@ -105,7 +105,7 @@ test('a result file in any order gives the same objects: ordered and fully shuff
   const { mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const path = await import('node:path');
-  const { writeCatalog } = await import('../bench/gen-catalog.js');
+  const { writeCatalog } = await import('../scripts/gen-catalog.js');
   const { LineSpool } = await import('../src/simulator/line-spool.js');
   const { requestLines, runCli } = await import('./helpers.js');
   const dir = mkdtempSync(path.join(tmpdir(), 'embatch-order-'));

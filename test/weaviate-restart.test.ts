@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import weaviate from 'weaviate-client';
 import { spawn } from 'node:child_process';
-import { writeCatalog } from '../bench/gen-catalog.js';
+import { writeCatalog } from '../scripts/gen-catalog.js';
 import { start, stop } from '../scripts/weaviate.js';
 import { CLI, freeze, runCli, tempDir, waitFor } from './helpers.js';
 import { weaviateForTests } from './weaviate-support.js';

@@ -48,8 +48,20 @@ export function uuid5(name: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
+/** What this stage needs of the store: strings by id, their per-field counts, and what a target already took. */
+export type ObjectStore = Pick<StateStore, 'readStrings' | 'frequencies' | 'takenBy'>;
+
+/**
+ * An object for a text and field, with the same id and hash_value as the pipeline gives it (so a later embatch run
+ * replaces it rather than adding another): for indexing vectors computed elsewhere with upsertWeaviate.
+ */
+export function entityObject(text: string, field: string, vector: Float32Array, frequency = 1): EntityObject {
+  const hash = hashValue(text);
+  return { uuid: objectUuid(hash, field), properties: { original_string: text, hash_value: hash, field_type: field, frequency }, vector, stringId: -1, field };
+}
+
 export interface BuildObjectsOptions {
-  store: StateStore;
+  store: ObjectStore;
   /**
    * Skip (string, field) pairs this sink target already took (index): acknowledged, and unless `retryRejects`,
    * refused for good. Without it (replay) everything is sent again.

@@ -6,8 +6,11 @@ import { KeyFilter, KeyTable, sameKeyWords } from '../src/key-filter.js';
 import type { IngestCounters, NewString } from '../src/types.js';
 import type { DistinctBatch } from './aggregate-strings.js';
 
+/** What this stage needs of the store: ids for sources and fields, the id watermark, and string lookups and writes. */
+export type DedupStore = Pick<StateStore, 'sourceId' | 'fieldId' | 'committedId' | 'heldStrings' | 'lookupStrings' | 'writeStrings' | 'isRunDone'>;
+
 export interface DedupOptions {
-  store: StateStore;
+  store: DedupStore;
   run: number;
   /** Whose counts these are: the input file's absolute path, or "stdin". */
   source: string;

@@ -24,10 +24,14 @@ export interface UpsertOptions {
   maxObjectRetries: number;
   requestRetries: number;
   /** Called with the objects Weaviate acknowledged, before the stream moves past them. */
-  onAcked: (objects: EntityObject[]) => Promise<void>;
-  /** Called with the objects Weaviate refused for good (after their retries) and its message for each. */
-  onRejected: (rejected: Array<{ object: EntityObject; message: string }>) => Promise<void>;
-  counters: UpsertCounters;
+  onAcked?: (objects: EntityObject[]) => Promise<void>;
+  /**
+   * Called with the objects Weaviate refused for good (after their retries) and its message for each. Without it, a
+   * refusal fails the stream (nothing is dropped silently).
+   */
+  onRejected?: (rejected: Array<{ object: EntityObject; message: string }>) => Promise<void>;
+  /** Counts kept as the stream goes (a fresh set when not given). */
+  counters?: UpsertCounters;
   log?: (message: string) => void;
 }
 
@@ -47,7 +51,13 @@ const objectBytes = (o: EntityObject) => o.vector.length * 4 + o.properties.orig
  * ids are deterministic), so sending an object twice is harmless.
  */
 export function upsertWeaviate(options: UpsertOptions): Writable {
-  const { counters } = options;
+  const counters = options.counters ?? newUpsertCounters();
+  const onAcked = options.onAcked ?? (async () => {});
+  const onRejected =
+    options.onRejected ??
+    (async (rejected: Array<{ object: EntityObject; message: string }>) => {
+      throw new EmbatchError('WEAVIATE_REJECTED', `Weaviate refused ${rejected.length} object(s), e.g. ${rejected[0]!.object.uuid}: ${rejected[0]!.message}`);
+    });
   let pending: EntityObject[] = [];
   let pendingBytes = 0;
   const inFlight = new Set<Promise<void>>();
@@ -123,8 +133,8 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
       });
       counters.acked += acked.length;
       // Outside the request's retries: a failure to record them is the store's, never a reason to send them again.
-      await options.onAcked(acked);
-      if (refused.length) await options.onRejected(refused);
+      await onAcked(acked);
+      if (refused.length) await onRejected(refused);
       if (retryQueue.length >= options.batchSize) send(retryQueue.splice(0, options.batchSize));
       if (transient.length) await unavailable(transient.length, attempt, transientMessage);
       objects = transient;

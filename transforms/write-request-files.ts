@@ -13,8 +13,11 @@ import type { RequestBatch } from './format-requests.js';
 export const BATCH_MAX_LINES = 50_000;
 export const BATCH_MAX_INPUTS = 50_000;
 
+/** What this stage needs of the store: the id watermark, the next file number, and the commit of a written file. */
+export type RequestFileStore = Pick<StateStore, 'committedId' | 'nextSeq' | 'commit'>;
+
 export interface WriteRequestFilesOptions {
-  store: StateStore;
+  store: RequestFileStore;
   dir: string;
   maxLines: number;
   maxBytes: number;

@@ -1,13 +1,11 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Argv, CommandModule } from 'yargs';
-import type { Ctx, StatusReport } from '../batches.js';
-import type { Config } from '../config.js';
+import type { RunEvent, RunResult } from '../api.js';
+import type { StatusReport } from '../batches.js';
 import { UsageError } from '../errors.js';
 import { log, printJson } from '../log.js';
-import type { StateStore } from '../store.js';
 import { configFromArgs, exitOnLedger, modelFlags, modelOptions, num, usd, type CommonArgs } from './common.js';
 import { printPrepareSummary, stdinOrPath } from './prepare.js';
 import { printIndexSummary } from './results.js';
@@ -19,25 +17,8 @@ interface ApiArgs extends CommonArgs {
 const simulateOption = <T>(y: Argv<T>) =>
   y.option('simulate', { type: 'boolean', default: false, describe: 'Use the built-in OpenAI simulator (no account, no network); its state is kept in <work_dir>/simulator' });
 
-/** The lifecycle's implementation, loaded when a command needs it (keeps start-up light for the others). */
-const lifecycle = () => import('../batches.js');
-
-/** Opens the store and the API for a command, and closes both whatever happens. */
-async function withCtx<T>(args: ApiArgs, config: Config, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
-  const { StateStore } = await import('../store.js');
-  const { openApi } = await import('../openai.js');
-  const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
-  try {
-    const api = await openApi(config, { simulate: args.simulate });
-    try {
-      return await fn({ store, api, config });
-    } finally {
-      await api.close();
-    }
-  } finally {
-    await store.close();
-  }
-}
+/** The API, loaded when a command runs (keeps start-up light). */
+const api = () => import('../api.js');
 
 export const submitCommand: CommandModule<CommonArgs, ApiArgs> = {
   command: 'submit',
@@ -45,8 +26,7 @@ export const submitCommand: CommandModule<CommonArgs, ApiArgs> = {
   builder: (y) => simulateOption(y) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { submitQueued } = await lifecycle();
-    const s = await withCtx(args, config, (ctx) => submitQueued(ctx));
+    const s = await (await api()).submit(config, { simulate: args.simulate });
     if (args.json) printJson({ command: 'submit', ...s });
     else log.info(`submitted ${s.submitted} batch(es)${s.queued ? `; ${s.queued} file(s) wait: ${s.waitingReason}` : ''}\nnext: embatch status`);
   },
@@ -61,15 +41,7 @@ export const statusCommand: CommandModule<CommonArgs, ApiArgs & { offline: boole
       .option('sink', { type: 'string', describe: 'The sink target whose objects the ledger counts: weaviate (default), jsonl:<path>' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { refreshActive, statusReport } = await lifecycle();
-    const { parseSink, sinkLabel } = await import('../results.js');
-    const target = sinkLabel(parseSink(args.sink), config);
-    const report = args.offline
-      ? await withStore(config, (store) => statusReport({ store, config }, 1000, target))
-      : await withCtx(args, config, async (ctx) => {
-          await refreshActive(ctx);
-          return statusReport(ctx, 1000, target);
-        });
+    const report = await (await api()).status(config, { simulate: args.simulate, offline: args.offline, sink: args.sink });
     if (args.json) printJson({ command: 'status', ...report });
     else printStatus(report);
   },
@@ -81,21 +53,14 @@ export const downloadCommand: CommandModule<CommonArgs, ApiArgs> = {
   builder: (y) => simulateOption(y) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { refreshActive, downloadEnded } = await lifecycle();
-    const { readLedger } = await import('../ledger.js');
-    const { sinkLabel } = await import('../results.js');
-    const { s, ledger } = await withCtx(args, config, async (ctx) => {
-      await refreshActive(ctx);
-      const s = await downloadEnded(ctx);
-      return { s, ledger: await readLedger(ctx.store, sinkLabel({ kind: 'weaviate' }, config), config.max_retry_attempts) };
-    });
-    if (args.json) printJson({ command: 'download', ...s, ...ledger });
+    const s = await (await api()).download(config, { simulate: args.simulate });
+    if (args.json) printJson({ command: 'download', ...s });
     else
       log.info(
         `downloaded ${s.files} file(s): ${num(s.embedded)} results, ${num(s.failedLines)} failed lines${s.redownloads ? ` (${s.redownloads} incomplete download(s) redone)` : ''}` +
           (s.missingLines || s.unmatchedErrorLines ? `; ${num(s.missingLines)} request(s) with no line at all (recorded as failed), ${num(s.unmatchedErrorLines)} error line(s) naming no request` : ''),
       );
-    exitOnLedger(ledger, 'embedded');
+    exitOnLedger(s, 'embedded');
   },
 };
 
@@ -104,8 +69,7 @@ export const retryCommand: CommandModule<CommonArgs, CommonArgs> = {
   describe: 'Write new request files from lines that failed for retryable reasons (rate limit, server error, expired, cancelled)',
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { createRetryFiles } = await lifecycle();
-    const s = await withStore(config, (store) => createRetryFiles({ store, config }));
+    const s = await (await api()).retry(config);
     if (args.json) printJson({ command: 'retry', ...s });
     else {
       log.info(`${num(s.requeued)} string(s) queued again in ${s.files.length} file(s)${s.files.length ? '; next: embatch submit' : ''}`);
@@ -126,8 +90,7 @@ export const cancelCommand: CommandModule<CommonArgs, ApiArgs & { batch?: string
   builder: (y) => simulateOption(y).positional('batch', { type: 'string', describe: 'Batch id (default: every active batch)' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { cancelBatches } = await lifecycle();
-    const s = await withCtx(args, config, (ctx) => cancelBatches(ctx, args.batch));
+    const s = await (await api()).cancel(config, { simulate: args.simulate, batch: args.batch });
     if (args.json) printJson({ command: 'cancel', ...s });
     else {
       if (s.alreadyEnded.length) log.info(`already ended, not cancelled: ${s.alreadyEnded.join(', ')}`);
@@ -146,8 +109,7 @@ export const resetCommand: CommandModule<CommonArgs, CommonArgs & { yes: boolean
     if (!existsSync(dir)) return log.info(`nothing to reset: ${dir} does not exist`);
     if (!existsSync(path.join(dir, 'state', 'CURRENT')))
       throw new UsageError('RESET_NOT_WORKDIR', `${dir} does not look like an embatch work directory (no state/ in it); not deleting it`);
-    const { statusReport } = await lifecycle();
-    const report = await withStore(config, (store) => statusReport({ store, config }));
+    const report = await (await api()).status(config, { offline: true });
     if (report.totals.active) log.warn(`${report.totals.active} batch(es) are still running at OpenAI and will be billed; run embatch cancel first to stop them`);
     if (!args.yes) {
       if (!process.stdin.isTTY) throw new UsageError('RESET_NEEDS_YES', `reset deletes ${dir}; add --yes to confirm when not on a terminal`);
@@ -189,7 +151,27 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
       batch_manual_polling: args.wait === undefined ? undefined : !args.wait,
       use_batch_embeddings: args.realtime === undefined ? undefined : !args.realtime,
     });
-    const result = await runPipeline(config, args);
+    const { runPipeline } = await api();
+    const stop = new AbortController();
+    const onSignal = () => {
+      log.info('\ninterrupted: finishing the current step; everything done so far is kept, rerun `embatch run` to go on');
+      stop.abort();
+    };
+    process.once('SIGINT', onSignal);
+    let result: RunResult;
+    try {
+      result = await runPipeline(config, {
+        input: args.input === undefined ? undefined : stdinOrPath(args.input),
+        sourceName: args.source,
+        sink: args.sink,
+        simulate: args.simulate,
+        showProgress: !args.json && !args.quiet,
+        signal: stop.signal,
+        onEvent: args.json ? undefined : printRunEvent,
+      });
+    } finally {
+      process.removeListener('SIGINT', onSignal);
+    }
     if (args.json) printJson({ command: 'run', ...result });
     else printStatus(result.status);
     // Not done: polling gave up, or (real time) some strings failed; both need the user's attention. So does a ledger
@@ -202,98 +184,26 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
   },
 };
 
-export interface RunResult {
-  done: boolean;
-  interrupted: boolean;
-  status: StatusReport;
-  realtime?: import('../realtime.js').RealtimeSummary;
-  /** What this run indexed, over all its rounds. */
-  indexed: IndexTotals;
-}
-
-export interface IndexTotals {
-  files: number;
-  objects: number;
-  acked: number;
-  rejected: number;
-  alreadyIndexed: number;
-}
-
-function addIndexed(totals: IndexTotals, s: import('../results.js').IndexSummary | null): void {
-  if (!s) return;
-  for (const k of Object.keys(totals) as Array<keyof IndexTotals>) totals[k] += s[k];
-}
-
-export async function runPipeline(config: Config, args: RunArgs): Promise<RunResult> {
-  const indexedTotals: IndexTotals = { files: 0, objects: 0, acked: 0, rejected: 0, alreadyIndexed: 0 };
-  const { refreshActive, downloadEnded, statusReport, createRetryFiles, submitQueued } = await lifecycle();
-  const { indexDownloaded, parseSink, sinkLabel } = await import('../results.js');
-  const target = sinkLabel(parseSink(args.sink === 'none' ? undefined : args.sink), config);
-  if (args.input !== undefined) {
-    const { prepare } = await import('../prepare.js');
-    const summary = await prepare(config, { input: stdinOrPath(args.input), sourceName: args.source, showProgress: !args.json && !args.quiet });
-    if (!args.json) printPrepareSummary(summary);
-  }
-  if (!config.use_batch_embeddings) {
-    const { runRealtime } = await import('../realtime.js');
-    return withCtx(args, config, async (ctx) => {
-      const realtime = await runRealtime(ctx, { showProgress: !args.json && !args.quiet });
-      if (args.sink !== 'none') {
-        const indexed = await indexDownloaded(config, ctx.store, args.sink);
-        addIndexed(indexedTotals, indexed);
-        if (indexed && !args.json) printIndexSummary(indexed);
-      }
-      const status = await statusReport(ctx, 1000, target);
-      if (!args.json)
-        log.info(`real time: ${num(realtime.embedded)} embedded (${num(realtime.alreadyEmbedded)} already), ${num(realtime.failed)} failed, ${num(realtime.requests)} requests, ${num(Math.round(realtime.tokensPerMinute))} tokens/min, ${realtime.rateLimited} rate-limited answers, ${usd(realtime.costUsd)}`);
-      return { done: realtime.failed === 0, interrupted: false, status, realtime, indexed: indexedTotals };
-    });
-  }
-  const stop = new AbortController();
-  const onSignal = () => {
-    log.info('\ninterrupted: finishing the current step; everything done so far is kept, rerun `embatch run` to go on');
-    stop.abort();
-  };
-  process.once('SIGINT', onSignal);
-  try {
-    return await withCtx(args, config, async (ctx) => {
-      const started = Date.now();
-      for (;;) {
-        await refreshActive(ctx);
-        await downloadEnded(ctx);
-        if (args.sink !== 'none') {
-          const indexed = await indexDownloaded(config, ctx.store, args.sink);
-          addIndexed(indexedTotals, indexed);
-          if (indexed && !args.json) printIndexSummary(indexed);
-        }
-        const report = await statusReport(ctx, 0, target);
-        if (!config.batch_manual_polling && report.failures.failedRetryable > 0 && report.totals.active === 0 && report.totals.ended === 0) {
-          const retry = await createRetryFiles(ctx);
-          if (retry.requeued) log.info(`retrying ${num(retry.requeued)} failed string(s)`);
-        }
-        const submitted = await submitQueued(ctx);
-        const now = await statusReport(ctx, 1000, target);
-        const done = now.totals.queued === 0 && now.totals.active === 0 && now.totals.ended === 0 && (config.batch_manual_polling || now.failures.failedRetryable === 0);
-        if (config.batch_manual_polling) {
-          if (!args.json) log.info(`submitted ${submitted.submitted} batch(es). Check later with: embatch status, then embatch download (or embatch run to wait)`);
-          return { done, interrupted: false, status: now, indexed: indexedTotals };
-        }
-        if (done) return { done: true, interrupted: false, status: now, indexed: indexedTotals };
-        if (stop.signal.aborted) return { done: false, interrupted: true, status: now, indexed: indexedTotals };
-        if (Date.now() - started > config.batch_max_wait_time * 1000) {
-          log.warn(`batch_max_wait_time (${config.batch_max_wait_time} s) passed with batches still running; they go on at OpenAI: rerun embatch run or embatch status later`);
-          return { done: false, interrupted: false, status: now, indexed: indexedTotals };
-        }
-        if (!args.json) log.info(`${now.totals.active} batch(es) running, ${now.totals.queued} queued; next check in ${config.batch_poll_interval} s`);
-        try {
-          await sleep(config.batch_poll_interval * 1000, undefined, { signal: stop.signal });
-        } catch {
-          return { done: false, interrupted: true, status: now, indexed: indexedTotals };
-        }
-      }
-    });
-  } finally {
-    process.removeListener('SIGINT', onSignal);
+/** A run's progress, as lines on stderr. */
+function printRunEvent(e: RunEvent): void {
+  switch (e.type) {
+    case 'prepared':
+      return printPrepareSummary(e.summary);
+    case 'indexed':
+      return printIndexSummary(e.summary);
+    case 'realtime': {
+      const r = e.summary;
+      return log.info(`real time: ${num(r.embedded)} embedded (${num(r.alreadyEmbedded)} already), ${num(r.failed)} failed, ${num(r.requests)} requests, ${num(Math.round(r.tokensPerMinute))} tokens/min, ${r.rateLimited} rate-limited answers, ${usd(r.costUsd)}`);
+    }
+    case 'retrying':
+      return log.info(`retrying ${num(e.strings)} failed string(s)`);
+    case 'submitted':
+      if (e.manualPolling) log.info(`submitted ${e.batches} batch(es). Check later with: embatch status, then embatch download (or embatch run to wait)`);
+      return;
+    case 'waiting':
+      return log.info(`${e.active} batch(es) running, ${e.queued} queued; next check in ${e.nextCheckSeconds} s`);
+    case 'max-wait':
+      return log.warn(`batch_max_wait_time (${e.seconds} s) passed with batches still running; they go on at OpenAI: rerun embatch run or embatch status later`);
   }
 }
 
@@ -307,8 +217,7 @@ export const simulateCommand: CommandModule<CommonArgs, CommonArgs & { port: num
       .option('dir', { type: 'string', describe: 'Where it keeps files and batches (default <work_dir>/simulator)' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { startSimulator } = await import('../simulator/server.js');
-    const { simulatorOptions } = await import('../openai.js');
+    const { startSimulator, simulatorOptions } = await api();
     const sim = await startSimulator(
       simulatorOptions(config, args.dir ?? path.join(config.work_dir, 'simulator')),
       args.port,
@@ -320,16 +229,6 @@ export const simulateCommand: CommandModule<CommonArgs, CommonArgs & { port: num
     await sim.close();
   },
 };
-
-async function withStore<T>(config: Config, fn: (store: StateStore) => Promise<T>): Promise<T> {
-  const { StateStore } = await import('../store.js');
-  const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
-}
 
 const dur = (s: number | null) => (s === null ? '-' : s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${(s / 3600).toFixed(1)}h`);
 

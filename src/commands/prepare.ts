@@ -25,7 +25,7 @@ export const prepareCommand: CommandModule<CommonArgs, PrepareArgs> = {
       .example('cat catalog.csv | $0 prepare - --source catalog', 'the same from a pipe') as never,
   handler: async (args) => {
     const config = configFromArgs(args, { ...modelFlags(args), 'input.on_malformed_row': args['on-malformed-row'] });
-    const { prepare } = await import('../prepare.js');
+    const { prepare } = await import('../api.js');
     const summary = await prepare(config, { input: stdinOrPath(args.input), sourceName: args.source, showProgress: !args.json && !args.quiet });
     if (args.json) printJson({ command: 'prepare', ...summary });
     else printPrepareSummary(summary);

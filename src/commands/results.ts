@@ -1,15 +1,14 @@
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { UsageError } from '../errors.js';
 import { log, printJson } from '../log.js';
-import type { IndexInput, IndexSummary } from '../results.js';
+import type { IndexSummary } from '../results.js';
 import { configFromArgs, exitOnLedger, num, type CommonArgs } from './common.js';
 
 interface SinkArgs extends CommonArgs {
   sink?: string;
 }
+
+/** The API, loaded when a command runs (keeps start-up light). */
+const api = () => import('../api.js');
 
 const sinkOption = { type: 'string' as const, describe: 'Where objects go: weaviate (default), jsonl (stdout) or jsonl:<path>' };
 
@@ -22,21 +21,11 @@ export const indexCommand: CommandModule<CommonArgs, SinkArgs & { 'retry-rejects
       .option('retry-rejects', { type: 'boolean', default: false, describe: 'Send again the objects this target refused for good on an earlier run (once their cause is gone)' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { StateStore } = await import('../store.js');
-    const { indexDownloaded, parseSink, sinkLabel } = await import('../results.js');
-    const { readLedger } = await import('../ledger.js');
-    const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
-    try {
-      const label = sinkLabel(parseSink(args.sink), config);
-      const s = await indexDownloaded(config, store, args.sink, { retryRejects: args['retry-rejects'] });
-      const ledger = await readLedger(store, label, config.max_retry_attempts);
-      if (args.json) printJson({ command: 'index', ...(s ?? { files: 0, sink: label }), ...ledger });
-      else if (!s) log.info(`nothing to index into ${label}: it has taken every downloaded result file (embatch status shows what is still to come)`);
-      else printIndexSummary(s);
-      exitOnLedger(ledger, 'indexed');
-    } finally {
-      await store.close();
-    }
+    const s = await (await api()).index(config, { sink: args.sink, retryRejects: args['retry-rejects'] });
+    if (args.json) printJson({ command: 'index', ...s });
+    else if (!s.files) log.info(`nothing to index into ${s.sink}: it has taken every downloaded result file (embatch status shows what is still to come)`);
+    else printIndexSummary({ ...(s as unknown as IndexSummary), objects: s.objectsSent });
+    exitOnLedger(s, 'indexed');
   },
 };
 
@@ -49,11 +38,8 @@ export const verifyCommand: CommandModule<CommonArgs, SinkArgs & { repair: boole
       .option('repair', { type: 'boolean', default: false, describe: 'Send missing and differing objects again from the stored result files, and record unrecorded ones' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { StateStore } = await import('../store.js');
-    const { verify } = await import('../verify.js');
-    const store = await StateStore.open(config.work_dir, { maxOpenFiles: config.state_max_open_files });
-    try {
-      const s = await verify(config, store, { repair: args.repair, sink: args.sink });
+    {
+      const s = await (await api()).verify(config, { repair: args.repair, sink: args.sink });
       if (args.json) printJson({ command: 'verify', ...s });
       else {
         log.info(
@@ -75,8 +61,6 @@ export const verifyCommand: CommandModule<CommonArgs, SinkArgs & { repair: boole
         log.warn(s.repaired ? `${num(open)} object(s) were refused when sent again: see index_rejects.jsonl` : `${num(open)} object(s) missing or differing: \`embatch verify --repair\` sends them again`);
         process.exitCode = 1;
       }
-    } finally {
-      await store.close();
     }
   },
 };
@@ -96,53 +80,12 @@ export const replayCommand: CommandModule<CommonArgs, ReplayArgs> = {
       .option('strings-from', { type: 'string', describe: 'Rebuild the custom_id map from this CSV (prepared into a temporary store) instead of the work directory' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { StateStore } = await import('../store.js');
-    const { indexFiles, parseSink } = await import('../results.js');
-    const inputs = expandInputs((args.files ?? []).map(String));
-    let tempDir: string | undefined;
-    let storeDir = config.work_dir;
-    if (args['strings-from']) {
-      // Preparing the same CSV into a fresh store hands out the same ids in the same order as the original run did.
-      tempDir = mkdtempSync(path.join(tmpdir(), 'embatch-replay-'));
-      const { prepare } = await import('../prepare.js');
-      await prepare({ ...config, work_dir: tempDir }, { input: args['strings-from'], showProgress: false });
-      storeDir = tempDir;
-    }
-    const store = await StateStore.open(storeDir, { maxOpenFiles: config.state_max_open_files });
-    try {
-      const s = await indexFiles(config, store, inputs, parseSink(args.sink), { skipIndexed: false });
-      if (args.json) printJson({ command: 'replay', ...s });
-      else printIndexSummary(s);
-      failOnRejects(s);
-    } finally {
-      await store.close();
-      if (tempDir) rmSync(tempDir, { recursive: true, force: true });
-    }
+    const s = await (await api()).replay(config, (args.files ?? []).map(String), { sink: args.sink, stringsFrom: args['strings-from'] });
+    if (args.json) printJson({ command: 'replay', ...s });
+    else printIndexSummary(s);
+    failOnRejects(s);
   },
 };
-
-/** Paths as given; `*` and `?` in the last part are matched against that directory (shells usually do this first). */
-export function expandInputs(args: string[]): IndexInput[] {
-  const out: IndexInput[] = [];
-  for (const a of args) {
-    if (a === '-' || a === '') {
-      out.push({ path: '-' });
-      continue;
-    }
-    const base = path.basename(a);
-    if (!/[*?]/.test(base)) {
-      out.push({ path: path.resolve(a) });
-      continue;
-    }
-    const dir = path.dirname(path.resolve(a));
-    const re = new RegExp(`^${base.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-    const matches = readdirSync(dir).filter((n) => re.test(n)).sort();
-    if (!matches.length) throw new UsageError('USAGE', `no file matches ${a}`);
-    for (const m of matches) out.push({ path: path.join(dir, m) });
-  }
-  if (!out.length) throw new UsageError('USAGE', 'name at least one result file (or - for stdin)');
-  return out;
-}
 
 interface QueryArgs extends CommonArgs {
   text: string;
@@ -162,39 +105,9 @@ export const queryCommand: CommandModule<CommonArgs, QueryArgs> = {
       .option('simulate', { type: 'boolean', default: false, describe: 'Embed with the built-in simulator' }) as never,
   handler: async (args) => {
     const config = configFromArgs(args);
-    const { openApi, apiError } = await import('../openai.js');
-    const { toVector } = await import('../../transforms/decode-results.js');
-    const { connectWeaviate, ensureCollection } = await import('../weaviate.js');
-    const api = await openApi(config, { simulate: args.simulate });
-    let vector: number[];
-    try {
-      const res = await api.client.embeddings
-        .create({ model: config.model, input: String(args.text), encoding_format: 'base64', ...(config.dimensions ? { dimensions: config.dimensions } : {}) })
-        .catch((err: unknown) => {
-          throw apiError(err, 'embedding the query');
-        });
-      // The SDK decodes base64 itself when it asked for it; accept either form.
-      const v = toVector(res.data[0]?.embedding);
-      if (typeof v === 'string') throw new UsageError('QUERY', `the embeddings endpoint returned no usable vector: ${v}`);
-      vector = Array.from(v);
-    } finally {
-      await api.close();
-    }
-    const client = await connectWeaviate(config);
-    try {
-      const collection = await ensureCollection(client, config, null);
-      const result = await collection.query.nearVector(vector, {
-        limit: args.k,
-        targetVector: 'default',
-        returnMetadata: ['distance'],
-        filters: args.field ? collection.filter.byProperty('field_type').equal(args.field) : undefined,
-      });
-      const hits = result.objects.map((o) => ({ distance: o.metadata?.distance ?? null, field: o.properties.field_type, frequency: o.properties.frequency, text: o.properties.original_string, uuid: o.uuid }));
-      if (args.json) printJson({ command: 'query', text: args.text, hits });
-      else for (const h of hits) log.info(`${(h.distance ?? NaN).toFixed(4)}  ${String(h.field).padEnd(10)} ${h.text.replace(/\n/g, ' | ').slice(0, 120)}`);
-    } finally {
-      await client.close();
-    }
+    const { hits } = await (await api()).query(config, String(args.text), { k: args.k, field: args.field, simulate: args.simulate });
+    if (args.json) printJson({ command: 'query', text: args.text, hits });
+    else for (const h of hits) log.info(`${(h.distance ?? NaN).toFixed(4)}  ${String(h.field).padEnd(10)} ${h.text.replace(/\n/g, ' | ').slice(0, 120)}`);
   },
 };
 

@@ -2,7 +2,7 @@
  * Writes a catalog-shaped CSV (the seed's 13 columns, a quoted multi-line `composite`, literal NaN for missing
  * values, about 30% of rows repeating an earlier person/title/roles) to a file or stdout. Deterministic for a seed.
  *
- *   node dist/bench/gen-catalog.js <rows> [file] [--seed N] [--offset N]
+ *   node dist/scripts/gen-catalog.js <rows> [file] [--seed N] [--offset N]
  *
  * --offset starts the row numbering (and the text derived from it) elsewhere, for "N new rows" test data.
  */
