@@ -4,8 +4,9 @@
  * own Weaviate stage (`upsertWeaviate`, embatch's default batch settings). For each it prints:
  *   - import rate: objects acknowledged per second, and objects per second until the vector index has taken them all
  *     (the server's indexing queue empty: with ASYNC_INDEXING the acknowledgement comes first);
- *   - server memory (the process's resident set): before the import, after it, and after a restart plus the queries
- *     (what a node holds in steady state), and the data directory's size on disk;
+ *   - server memory: Go's live heap after a forced collection (pprof's heap endpoint with gc=1, so garbage the
+ *     collector has not reclaimed yet does not count), before the import, after it, and after a restart plus the
+ *     queries (what a node holds in steady state); the process's peak resident set; the data directory on disk;
  *   - recall@10 of `embatch query`-style searches (nearVector, limit 10, the configured ef and rescoring) against the
  *     exact nearest neighbours by cosine computed here, and the query latency.
  *
@@ -27,7 +28,7 @@ import { configSchema, type Config } from '../src/config.js';
 import { connectWeaviate, ensureCollection } from '../src/weaviate.js';
 import type { EntityObject } from '../transforms/build-objects.js';
 import { newUpsertCounters, upsertWeaviate } from '../transforms/upsert-weaviate.js';
-import { defaultOptions, rssMB, start, stop, type ServerOptions } from '../scripts/weaviate.js';
+import { defaultOptions, start, stop, type ServerOptions } from '../scripts/weaviate.js';
 import { mulberry32 } from '../scripts/gen-catalog.js';
 import { ROOT } from './make-results.js';
 
@@ -154,14 +155,22 @@ function directoryBytes(p: string): number {
   return total;
 }
 
-/** The process's resident set once it has stopped moving (a restarted server loads its index in the background). */
-async function settledRss(pid: number): Promise<number> {
-  let last = rssMB(pid) ?? 0;
+/** The server's live heap in MB: HeapAlloc right after a collection pprof forces (gc=1). */
+async function liveHeapMB(profilingPort: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${profilingPort}/debug/pprof/heap?debug=1&gc=1`)).text();
+  const m = /# HeapAlloc = (\d+)/.exec(text);
+  if (!m) throw new Error('no HeapAlloc in the heap profile');
+  return Number(m[1]) / 1048576;
+}
+
+/** The live heap once it has stopped moving (a restarted server loads its index and caches in the background). */
+async function settledHeap(profilingPort: number): Promise<number> {
+  let last = await liveHeapMB(profilingPort);
   let still = 0;
-  for (let i = 0; i < 120 && still < 3; i++) {
-    await sleep(1000);
-    const now = rssMB(pid) ?? 0;
-    still = Math.abs(now - last) <= 0.01 * last ? still + 1 : 0;
+  for (let i = 0; i < 60 && still < 2; i++) {
+    await sleep(2000);
+    const now = await liveHeapMB(profilingPort);
+    still = Math.abs(now - last) <= 0.02 * last ? still + 1 : 0;
     last = now;
   }
   return last;
@@ -173,9 +182,10 @@ interface Row {
   config: string;
   ackedPerSecond: number;
   indexedPerSecond: number;
-  rssBefore: number;
+  heapBefore: number;
+  heapImported: number;
+  heapSteady: number;
   rssPeak: number;
-  rssSteady: number;
   diskMB: number;
   compressed: boolean;
   recall: number;
@@ -184,7 +194,11 @@ interface Row {
 }
 
 async function measure(dims: number, kind: string, exact: number[][], gen: EmbeddingLike): Promise<Row> {
-  const server: ServerOptions = { ...defaultOptions(), httpPort: 8095, grpcPort: 50095, dir: path.join(dir, 'server'), memoryLimit: '16GiB', asyncIndexing };
+  const server: ServerOptions = { ...defaultOptions(), httpPort: 8095, grpcPort: 50095, dir: path.join(dir, 'server'), memoryLimit: '16GiB', asyncIndexing, profilingPort: 6095,
+    // The indexing queue waits up to a minute for a chunk to fill before it indexes a partial one: the tail of an
+    // import would count that wait as indexing time.
+    env: { ASYNC_INDEXING_STALE_TIMEOUT: '1s' } };
+  const profilingPort = server.profilingPort!;
   const url = `http://127.0.0.1:${server.httpPort}`;
   const collection = `Bench${kind[0]!.toUpperCase()}${kind.slice(1)}${dims}`;
   const config = configSchema.parse({ weaviate: { url, grpc_port: server.grpcPort, collection } });
@@ -193,7 +207,7 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
   let client = await connectWeaviate(config);
   try {
     const target = await ensureCollection(client, config, dims);
-    const rssBefore = rssMB(started.pid) ?? 0;
+    const heapBefore = await liveHeapMB(profilingPort);
     const counters = newUpsertCounters();
     const t0 = performance.now();
     await pipeline(
@@ -224,14 +238,17 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
       }),
     );
     const acked = (performance.now() - t0) / 1000;
-    // Indexed: every object in the shard and its vector queue empty.
+    // Indexed: every object counted (an aggregate: /v1/nodes' objectCount is refreshed only now and then) and the
+    // shards' vector queues empty.
+    if ((await target.aggregate.overAll()).totalCount !== objects) throw new Error(`the collection does not hold ${objects} objects`);
     let info = await shards(url, collection);
-    while (!(info.length && info.reduce((n, s) => n + s.objectCount, 0) >= objects && info.every((s) => (s.vectorQueueLength ?? 0) === 0 && (s.vectorIndexingStatus ?? 'READY') === 'READY'))) {
-      await sleep(500);
+    while (!(info.length && info.every((s) => (s.vectorQueueLength ?? 0) === 0 && (s.vectorIndexingStatus ?? 'READY') === 'READY'))) {
+      await sleep(250);
       info = await shards(url, collection);
     }
     const indexed = (performance.now() - t0) / 1000;
     const rssPeak = peakRss(started.pid);
+    const heapImported = await liveHeapMB(profilingPort);
     const compressed = info.every((s) => s.compressed === true);
     await client.close();
     await stop(server, () => {});
@@ -240,7 +257,7 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
     started = await start(server, { log: () => {} });
     client = await connectWeaviate(config);
     const reopened = await ensureCollection(client, config, dims);
-    await settledRss(started.pid);
+    await settledHeap(profilingPort);
     let hits = 0;
     const ms: number[] = [];
     for (let q = 0; q < queries; q++) {
@@ -251,14 +268,15 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
       for (const o of result.objects) if (truth.has(indexOf(o.uuid))) hits++;
     }
     ms.sort((a, b) => a - b);
-    const rssSteady = await settledRss(started.pid);
+    const heapSteady = await settledHeap(profilingPort);
     return {
       config: `${dims}-d ${kind}`,
       ackedPerSecond: objects / acked,
       indexedPerSecond: objects / indexed,
-      rssBefore,
+      heapBefore,
+      heapImported,
+      heapSteady,
       rssPeak,
-      rssSteady,
       diskMB,
       compressed,
       recall: hits / (queries * K),
@@ -286,10 +304,10 @@ for (const { dims, kind } of configs) {
 
 const n = (x: number, digits = 0) => x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 console.log(`\n${n(objects)} objects, ${queries} queries, recall@${K}; Weaviate ${asyncIndexing ? 'with' : 'without'} ASYNC_INDEXING, embatch's default batches (${configSchema.parse({}).weaviate.batch_size} x ${configSchema.parse({}).weaviate.concurrency})`);
-console.log('config          acked/s indexed/s  RSS before  peak  steady  MB/1k objects  disk MB  recall@10  query p50/p95 ms  45M objects, one copy');
+console.log('config          acked/s indexed/s   live heap MB: empty imported steady  bytes/object  RSS peak MB  disk MB  recall@10  query p50/p95 ms  45M objects, one copy');
 for (const r of rows) {
-  const perThousand = ((r.rssSteady - r.rssBefore) / objects) * 1000;
+  const perObject = ((r.heapSteady - r.heapBefore) * 1048576) / objects;
   console.log(
-    `${r.config.padEnd(14)} ${n(r.ackedPerSecond).padStart(8)} ${n(r.indexedPerSecond).padStart(9)} ${n(r.rssBefore).padStart(11)} ${n(r.rssPeak).padStart(5)} ${n(r.rssSteady).padStart(7)} ${n(perThousand, 2).padStart(14)} ${n(r.diskMB).padStart(8)} ${n(r.recall, 3).padStart(10)} ${`${n(r.queryMsP50, 1)}/${n(r.queryMsP95, 1)}`.padStart(17)}  ${n((perThousand * 45_000) / 1024, 0)} GB memory, ${n((r.diskMB / objects) * 45e6 / 1024, 0)} GB disk${r.compressed || r.config.endsWith('none') ? '' : ' (NOT compressed)'}`,
+    `${r.config.padEnd(14)} ${n(r.ackedPerSecond).padStart(8)} ${n(r.indexedPerSecond).padStart(9)} ${n(r.heapBefore).padStart(20)} ${n(r.heapImported).padStart(8)} ${n(r.heapSteady).padStart(6)} ${n(perObject).padStart(13)} ${n(r.rssPeak).padStart(12)} ${n(r.diskMB).padStart(8)} ${n(r.recall, 3).padStart(10)} ${`${n(r.queryMsP50, 1)}/${n(r.queryMsP95, 1)}`.padStart(17)}  ${n((perObject * 45e6) / 2 ** 30, 0)} GB heap, ${n(((r.diskMB / objects) * 45e6) / 1024, 0)} GB disk${r.compressed || r.config.endsWith('none') ? '' : ' (NOT compressed)'}`,
   );
 }

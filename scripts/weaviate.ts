@@ -37,6 +37,10 @@ export interface ServerOptions {
   node?: NodeRole | undefined;
   /** ASYNC_INDEXING: the server acknowledges objects before they are in the vector index and builds it in the background. */
   asyncIndexing?: boolean | undefined;
+  /** More of Weaviate's environment variables (benches: ASYNC_INDEXING_STALE_TIMEOUT...). */
+  env?: Record<string, string> | undefined;
+  /** Go's pprof endpoints on this loopback port (off by default): benches read the live heap after a forced GC there. */
+  profilingPort?: number | undefined;
 }
 
 /** A node's place in a cluster: its name, how many nodes the cluster has, and where to join it. */
@@ -190,10 +194,11 @@ function serverEnv(o: ServerOptions): NodeJS.ProcessEnv {
     RAFT_BOOTSTRAP_EXPECT: String(o.node?.size ?? 1),
     RAFT_JOIN: o.node?.raftJoin ?? `node1:${raft}`,
     GRPC_PORT: String(o.grpcPort),
-    GO_PROFILING_DISABLE: 'true',
+    ...(o.profilingPort ? { GO_PROFILING_DISABLE: 'false', GO_PROFILING_PORT: String(o.profilingPort), DEBUG_ENDPOINTS_ENABLED: 'true' } : { GO_PROFILING_DISABLE: 'true' }),
     GOMEMLIMIT: o.memoryLimit,
     QUERY_DEFAULTS_LIMIT: '25',
     ...(o.asyncIndexing ? { ASYNC_INDEXING: 'true' } : {}),
+    ...o.env,
   };
 }
 

@@ -86,7 +86,8 @@ async function main(): Promise<void> {
       formatRequests({ model: config.model, encodingFormat: config.encoding_format, dimensions: config.dimensions }),
       writeRequestFiles({ store, dir: paths.requests, maxLines: Math.min(config.max_requests_per_file, config.batch_embedding_size), maxBytes: config.max_file_bytes, model: config.model, run: run.id, counters }),
     );
-    await store.finishRun(run);
+    // Counts of strings the store held before changed: objects already sent carry old frequencies (index resends them).
+    await store.finishRun(run, { changedCounts: counters.known > 0 });
     const filesWritten: string[] = [];
     for await (const f of store.requestFiles(firstSeq)) filesWritten.push(path.join(paths.requests, f.name));
     await store.close();

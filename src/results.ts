@@ -112,6 +112,7 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
         // Refused by Weaviate after its retries: recorded with the server's message, never dropped silently.
         onRejected: report.refused,
         log: (m) => log.warn(m),
+        unhealthyNodes: async () => (await client.cluster.nodes()).filter((n) => n.status !== 'HEALTHY').map((n) => `${n.name} (${n.status})`),
       }),
     close: () => client.close(),
   };
@@ -175,7 +176,7 @@ export async function indexFiles(
   // Acknowledged objects are recorded in slices of 5,000 (and at the end of each file, and when the run stops): one
   // LevelDB write per 50-line batch made a JSONL replay of 50,000 lines 25-35% slower. A mark lost to a crash only
   // means the object is sent again, which every target takes as the same object.
-  let ackedPairs: Array<[number, string]> = [];
+  let ackedPairs: Array<[number, string, number]> = [];
   const flushAcked = async () => {
     const slice = ackedPairs;
     ackedPairs = [];
@@ -184,7 +185,7 @@ export async function indexFiles(
   const report = {
     counters,
     acked: async (objects: EntityObject[]) => {
-      for (const o of objects) ackedPairs.push([o.stringId, o.field]);
+      for (const o of objects) ackedPairs.push([o.stringId, o.field, o.properties.frequency]);
       if (ackedPairs.length >= 5000) await flushAcked();
     },
     refused: async (refused: Array<{ object: EntityObject; message: string }>) => {
@@ -269,7 +270,11 @@ export async function indexDownloaded(config: Config, store: StateStore, sink: s
   const dir = workPaths(config.work_dir).results;
   const spec = parseSink(sink);
   const target = await store.targetId(sinkLabel(spec, config));
-  const wanted = (job: JobRecord) => !job.indexedTo?.includes(target) || (opts.retryRejects === true && job.rejectsTo?.includes(target) === true);
+  // A file is wanted again when a later prepare changed counts since the target took it: objects whose frequency
+  // changed are sent again (the others are skipped by their marks).
+  const generation = store.countsGeneration;
+  const wanted = (job: JobRecord) =>
+    !job.indexedTo?.includes(target) || (job.indexedGen?.[target] ?? 0) < generation || (opts.retryRejects === true && job.rejectsTo?.includes(target) === true);
   const pending = (async function* () {
     for await (const [file, job] of store.requestFilesWithJobs())
       if (job.state === 'downloaded' && job.outputFile && wanted(job)) yield { path: path.join(dir, job.outputFile), seq: file.seq };
@@ -291,6 +296,7 @@ export async function indexDownloaded(config: Config, store: StateStore, sink: s
       await store.putJob({
         ...job,
         indexedTo: [...without(job.indexedTo), target],
+        indexedGen: { ...job.indexedGen, [target]: generation },
         rejectsTo: outcome.rejected ? [...without(job.rejectsTo), target] : without(job.rejectsTo),
         objects: outcome.objects,
         objectless: outcome.objectless,

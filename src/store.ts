@@ -112,6 +112,8 @@ export interface RunRecord {
   startedAt: string;
   finishedAt?: string;
   state: 'running' | 'done';
+  /** The run changed the counts of strings the store held before it (so objects already sent may be stale). */
+  changedCounts?: boolean;
 }
 
 export interface SkipRecord {
@@ -154,6 +156,8 @@ export interface JobRecord {
    */
   indexedTo?: number[];
   rejectsTo?: number[];
+  /** Per target in indexedTo: the counts generation (see StateStore.countsGeneration) its objects were sent at. */
+  indexedGen?: Record<string, number>;
   /**
    * The output file's objects, and its strings that make none (no source has them any more), as of its last count
    * (when downloaded, and at each whole index pass); and per target in indexedTo, its strings with an object refused.
@@ -570,6 +574,16 @@ export class StateStore {
   #noteRun(run: RunRecord): void {
     this.#runDone.set(run.id, run.state === 'done');
     if (run.state === 'done' && (this.#latestDone.get(run.source) ?? 0) < run.id) this.#latestDone.set(run.source, run.id);
+    if (run.state === 'done' && run.changedCounts) this.#countsGeneration = Math.max(this.#countsGeneration, run.id);
+  }
+
+  #countsGeneration = 0;
+  /**
+   * The last completed run that changed counts of strings held before it (0: none did). A result file taken by a
+   * target at an older generation is read again by `index`, which sends the objects whose frequency changed.
+   */
+  get countsGeneration(): number {
+    return this.#countsGeneration;
   }
 
   isRunDone(run: number): boolean {
@@ -590,8 +604,8 @@ export class StateStore {
     return run;
   }
 
-  async finishRun(run: RunRecord): Promise<void> {
-    const done: RunRecord = { ...run, state: 'done', finishedAt: new Date().toISOString() };
+  async finishRun(run: RunRecord, opts: { changedCounts?: boolean } = {}): Promise<void> {
+    const done: RunRecord = { ...run, state: 'done', finishedAt: new Date().toISOString(), ...(opts.changedCounts ? { changedCounts: true } : {}) };
     await this.runs.put(pad(run.id), done);
     this.#noteRun(done);
   }
@@ -849,13 +863,18 @@ export class StateStore {
   #markKey = (target: number, id: number, field: string) => `${target}:${pad(id)}:${this.fieldId(field)}`;
 
   /**
-   * Marks (string, field) objects as acknowledged by sink target `target`, counting the new ones; an acknowledgement
-   * replaces an earlier refusal.
+   * Marks (string, field) objects as acknowledged by sink target `target` with the frequency they were sent with
+   * (1 when not given), counting the new ones; an acknowledgement replaces an earlier refusal.
    */
-  async markIndexed(target: number, pairs: Array<[number, string]>): Promise<void> {
-    await this.#updateMarks(target, pairs, (key, { acked, refused }, tally, ops) => {
-      if (acked) return;
-      ops.push({ type: 'put', sublevel: this.indexed, key, value: 1 });
+  async markIndexed(target: number, pairs: Array<[number, string, number?]>): Promise<void> {
+    const sent = new Map(pairs.map(([id, field, frequency]) => [this.#markKey(target, id, field), frequency ?? 1]));
+    await this.#updateMarks(target, pairs, (key, { acked, ackedValue, refused }, tally, ops) => {
+      const value = sent.get(key)!;
+      if (acked) {
+        if (ackedValue !== value) ops.push({ type: 'put', sublevel: this.indexed, key, value });
+        return;
+      }
+      ops.push({ type: 'put', sublevel: this.indexed, key, value });
       tally.a++;
       if (refused) {
         ops.push({ type: 'del', sublevel: this.rejected, key });
@@ -886,14 +905,14 @@ export class StateStore {
    * Changes marks of target `target`: `change` sees each object's marks and adds the writes and the counts they
    * change; the writes and the target's counters go in one atomic write, one change of marks at a time.
    */
-  async #updateMarks(target: number, pairs: Array<[number, string]>, change: (key: string, marks: { acked: boolean; refused: boolean }, tally: ObjectTally, ops: BatchOp[]) => void): Promise<void> {
+  async #updateMarks(target: number, pairs: Array<[number, string, number?]>, change: (key: string, marks: { acked: boolean; ackedValue: number | undefined; refused: boolean }, tally: ObjectTally, ops: BatchOp[]) => void): Promise<void> {
     if (!pairs.length) return;
     await this.#counted(async () => {
       const keys = [...new Set(pairs.map(([id, field]) => this.#markKey(target, id, field)))];
       const [acked, refused] = await Promise.all([this.indexed.getMany(keys), this.rejected.getMany(keys)]);
       const tally = { ...(this.#state.objectsBy[target] ?? { a: 0, r: 0 }) };
       const ops: BatchOp[] = [];
-      keys.forEach((key, i) => change(key, { acked: acked[i] !== undefined, refused: refused[i] !== undefined }, tally, ops));
+      keys.forEach((key, i) => change(key, { acked: acked[i] !== undefined, ackedValue: acked[i], refused: refused[i] !== undefined }, tally, ops));
       if (!ops.length) return;
       const objectsBy = { ...this.#state.objectsBy, [target]: tally };
       ops.push({ type: 'put', sublevel: this.#meta, key: 'objectsBy', value: objectsBy });
@@ -916,12 +935,15 @@ export class StateStore {
     return found.map((v) => v !== undefined);
   }
 
-  /** What target `target` did with each object: 'acked', 'refused' for good, or undefined (not taken). Batched reads. */
-  async takenBy(target: number, pairs: Array<[number, string]>): Promise<Array<'acked' | 'refused' | undefined>> {
+  /**
+   * What target `target` did with each object: 'acked', 'refused' for good, or undefined (not taken, or, when a
+   * frequency is given, acknowledged with another frequency: to be sent again). Batched reads.
+   */
+  async takenBy(target: number, pairs: Array<[number, string, number?]>): Promise<Array<'acked' | 'refused' | undefined>> {
     const keys = pairs.map(([id, field]) => this.#markKey(target, id, field));
     const acked = await this.indexed.getMany(keys);
     const refused = await this.rejected.getMany(keys);
-    return acked.map((v, i) => (v !== undefined ? 'acked' : refused[i] !== undefined ? 'refused' : undefined));
+    return acked.map((v, i) => (v !== undefined ? (pairs[i]![2] === undefined || pairs[i]![2] === v ? 'acked' : undefined) : refused[i] !== undefined ? 'refused' : undefined));
   }
 
   async *skipped(): AsyncGenerator<[number, SkipRecord]> {

@@ -62,7 +62,7 @@ export async function verify(config: Config, store: StateStore, opts: { repair: 
   const seen = new Level<string, string>(scratchDir, { valueEncoding: 'utf8', compression: false });
   /** (string id, field) objects to send again, and acknowledged ones to mark: written as found, in slices. */
   const toResend: Array<[number, string]> = [];
-  const toMark: Array<[number, string]> = [];
+  const toMark: Array<[number, string, number]> = [];
   const resendOrigins = new Set<number>();
   let resent = 0;
   let markedNow = 0;
@@ -159,7 +159,7 @@ export async function verify(config: Config, store: StateStore, opts: { repair: 
       else {
         s.unrecorded++;
         note({ kind: 'unrecorded', uuid: c.o.uuid, stringId: c.id, field: store.fieldName(c.field) });
-        toMark.push([c.id, store.fieldName(c.field)]);
+        toMark.push([c.id, store.fieldName(c.field), c.o.properties.frequency as number]);
       }
     });
     if (notes.length) await seen.batch(notes.map(([key, value]) => ({ type: 'put' as const, key, value })));

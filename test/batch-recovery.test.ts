@@ -8,9 +8,9 @@ import { fixture } from './helpers.js';
 
 test('a queue limit is hit and recovered: the batch goes back to the queue, not to the failures', async (t) => {
   // Room in the account's queue for one file's tokens at a time; the tool's own budget is set too high on purpose.
-  // Batches run slowly (10 lines/s) so the first is surely still enqueued when the second is validated, however
-  // late the first status call comes on a loaded machine.
-  const { json, client } = await setup(t, { engine: { enqueuedTokenLimit: 1500, linesPerSecond: 10 } });
+  // Batches run slowly (3 lines/s: 17 s for the first file) so the first is surely still enqueued when the second is
+  // validated, however slowly the CLI uploads and creates the second on a loaded machine (at 10 lines/s it once was not).
+  const { json, client } = await setup(t, { engine: { enqueuedTokenLimit: 1500, linesPerSecond: 3 } });
   await json(['prepare', fixture('catalog.csv'), '--set', 'max_requests_per_file=50']);
   const env = { EMBATCH_QUEUE_RETRY_DELAY: '0.5' };
   await json(['submit'], env);

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { parse as parseCsvSync } from 'csv-parse/sync';
 import { fixture, fixtureStrings, runCli, tempDir } from './helpers.js';
 
 const SIM_PACE = { EMBATCH_BATCH_POLL_INTERVAL: '0.2', EMBATCH_SIMULATOR__VALIDATING_SECONDS: '0.1', EMBATCH_SIMULATOR__FINALIZING_SECONDS: '0.1' };
@@ -60,4 +61,38 @@ test('the ledger adds up per sink target: after a JSONL run, in another target, 
   assert.deepEqual(fresh.strings, ledger({ total: total + added, skipped: vanished, pending: added, indexed: total - vanished }));
   assert.deepEqual(fresh.objects, { target: `jsonl:${c}`, total: objectsOf(now, (text) => strings.has(text)), indexed: objectsOf(now, (text) => strings.has(text)), refused: 0 });
   assert.equal(readFileSync(c, 'utf8').trim().split('\n').length, fresh.objects.indexed, 'no object for a string no source has');
+});
+
+test('counts changed by a later prepare: index sends again exactly the objects whose frequency changed, once', async (t) => {
+  const work = tempDir(t);
+  const csv = path.join(tempDir(t), 'export.csv');
+  copyFileSync(fixture('catalog.csv'), csv);
+  const json = async (args: string[]) => {
+    const r = await runCli([...args, '--work-dir', work, '--json'], { env: SIM_PACE });
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  const before = fixtureStrings(csv).strings;
+  const a = path.join(work, 'a.jsonl');
+  await json(['run', csv, '--simulate', '--wait', '--sink', `jsonl:${a}`]);
+  const sent = readFileSync(a, 'utf8').trim().split('\n').length;
+  assert.equal(sent, objectsOf(before));
+
+  // The source exported again with five of its rows twice: their strings' counts change, the others' do not.
+  const rows = parseCsvSync(readFileSync(csv), { relax_column_count: true }) as string[][];
+  const quoted = (row: string[]) => row.map((v) => `"${v.replaceAll('"', '""')}"`).join(',');
+  writeFileSync(csv, readFileSync(csv, 'utf8').replace(/\r?\n?$/, '\n') + rows.slice(1, 6).map(quoted).join('\n') + '\n');
+  const after = fixtureStrings(csv).strings;
+  let changed = 0;
+  for (const [text, fields] of after) for (const [field, n] of fields) if (before.has(text) && before.get(text)!.get(field) !== n) changed++;
+  assert.ok(changed > 0 && changed < sent, `${changed} of ${sent} objects change`);
+  await json(['prepare', csv]);
+
+  const again = await json(['index', '--sink', `jsonl:${a}`]);
+  assert.deepEqual([again.objectsSent, again.acked, again.alreadyIndexed], [changed, changed, sent - changed]);
+  const resent = readFileSync(a, 'utf8').trim().split('\n').slice(sent).map((l) => JSON.parse(l));
+  assert.equal(resent.length, changed);
+  for (const o of resent) assert.equal(o.properties.frequency, after.get(o.properties.original_string)!.get(o.properties.field_type), `${o.properties.original_string} (${o.properties.field_type})`);
+  // Taken at the new counts: nothing more to send.
+  assert.equal((await json(['index', '--sink', `jsonl:${a}`])).files, 0);
 });

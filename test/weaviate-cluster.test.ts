@@ -32,7 +32,9 @@ test('replication factor 1: a node killed mid-index is not a reject; exit 1 nami
   const p = await prepareForCluster(cluster, path.join(tempDir(t), 'c'), ROWS, { EMBATCH_WEAVIATE__REPLICATION_FACTOR: '1', EMBATCH_WEAVIATE__SHARDS: '3', EMBATCH_WEAVIATE__REQUEST_RETRIES: '2' });
   const r = await indexDisrupted(p, await weaviateClient(), [killNode(2, 200)]);
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /Weaviate could not take \d+ object\(s\) after 3 attempts: .*(node3|connection refused|resolve node|unavailable)/i);
+  // Named by Weaviate's own message ("resolve node name \"node3\"") or, when it gives only an address, by the
+  // cluster's view of its nodes.
+  assert.match(r.stderr, /Weaviate could not take \d+ object\(s\) after 3 attempts: (.*node name "node3".*|.*\. Nodes not healthy: node3 \(\w+\))\. Everything acknowledged/);
   assert.equal(rejectsWritten(p), 0, 'nothing written down as a bad object');
 
   await cluster.restart(2);
@@ -45,7 +47,9 @@ test('replication factor 1: a node killed mid-index is not a reject; exit 1 nami
 
 test('replication factor 3 at QUORUM: a node killed mid-index, the run completes with 0 rejects; after its restart every object reads back at ALL', { skip }, async (t) => {
   const cluster = started.cluster!;
-  const p = await prepareForCluster(cluster, path.join(tempDir(t), 'c'), ROWS, { EMBATCH_WEAVIATE__REPLICATION_FACTOR: '3', EMBATCH_WEAVIATE__CONSISTENCY_LEVEL: 'QUORUM' });
+  // More patience than the default: on a machine loaded by other work, the two live nodes of a 2-core host can miss
+  // the insert timeout several times in a row (once seen with a 100k-vector bench beside the suite).
+  const p = await prepareForCluster(cluster, path.join(tempDir(t), 'c'), ROWS, { EMBATCH_WEAVIATE__REPLICATION_FACTOR: '3', EMBATCH_WEAVIATE__CONSISTENCY_LEVEL: 'QUORUM', EMBATCH_WEAVIATE__REQUEST_RETRIES: '12' });
   const r = await indexDisrupted(p, await weaviateClient(), [killNode(1, 200)]);
   assert.equal(r.code, 0, r.stderr);
   const s = JSON.parse(r.stdout);

@@ -114,7 +114,8 @@ export function buildObjects(options: BuildObjectsOptions): Transform {
           options.onMapped?.(mapped, objects.length, objectless);
           const skip = options.skipIndexed;
           if (!skip || !objects.length) return objects;
-          const taken = await store.takenBy(skip.target, objects.map((o) => [o.stringId, o.field]));
+          // An object acknowledged with another frequency (a later prepare changed the counts) is sent again.
+          const taken = await store.takenBy(skip.target, objects.map((o) => [o.stringId, o.field, o.properties.frequency]));
           const rest = objects.filter((_, i) => taken[i] === undefined || (taken[i] === 'refused' && skip.retryRejects));
           const refused = skip.retryRejects ? [] : objects.filter((_, i) => taken[i] === 'refused').map((o) => o.stringId);
           options.onSkipped?.(objects.length - rest.length - refused.length, refused);

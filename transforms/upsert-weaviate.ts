@@ -30,6 +30,8 @@ export interface UpsertOptions {
    * refusal fails the stream (nothing is dropped silently).
    */
   onRejected?: (rejected: Array<{ object: EntityObject; message: string }>) => Promise<void>;
+  /** The cluster's nodes that are not healthy (name and status), asked when Weaviate stays unable: the error names them. */
+  unhealthyNodes?: () => Promise<string[]>;
   /** Counts kept as the stream goes (a fresh set when not given). */
   counters?: UpsertCounters;
   log?: (message: string) => void;
@@ -92,8 +94,10 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
 
   /** Waits before another try, or fails the stream once Weaviate has stayed unable to take the objects. */
   const unavailable = async (count: number, attempt: number, message: string, cause?: unknown): Promise<void> => {
-    if (attempt >= options.requestRetries)
-      throw new EmbatchError('WEAVIATE_DOWN', `Weaviate could not take ${count} object(s) after ${attempt + 1} attempts: ${message}. Everything acknowledged so far is recorded; rerun \`embatch index\` when Weaviate is back and it sends exactly the rest`, { cause });
+    if (attempt >= options.requestRetries) {
+      const down = (await options.unhealthyNodes?.().catch(() => [])) ?? [];
+      throw new EmbatchError('WEAVIATE_DOWN', `Weaviate could not take ${count} object(s) after ${attempt + 1} attempts: ${message}${down.length ? `. Nodes not healthy: ${down.join(', ')}` : ''}. Everything acknowledged so far is recorded; rerun \`embatch index\` when Weaviate is back and it sends exactly the rest`, { cause });
+    }
     counters.requestRetries++;
     const wait = Math.min(250 * 2 ** attempt, 10_000) * (0.75 + Math.random() / 2);
     options.log?.(`Weaviate could not take ${count} object(s) (${message}); trying again in ${(wait / 1000).toFixed(1)} s`);
