@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import { writeCatalog } from '../scripts/gen-catalog.js';
 import { allBatches, embeddedIds, KEY, setup, untilState } from './batch-support.js';
-import { fixture, requestLines, runCli, tempDir } from './helpers.js';
+import { CLI, fixture, requestLines, runCli, tempDir, waitFor } from './helpers.js';
 
 test('prepare, submit, status, download: every string comes back, with live counts and a cost report', async (t) => {
   // One line a second: the batches stay in progress until the test has seen them there, then are sped up.
@@ -163,4 +164,22 @@ test('cancel of a batch that has already ended is not an error: its state is rea
   assert.equal(s.totals.ended, 1, 'the stored state now says it ended');
   assert.equal(s.jobs[0].status, 'completed');
   assert.equal((sim.stats['POST /batches/{id}/cancel'] ?? 0), 1, 'asked once: a 409 is an answer, not retried');
+});
+
+test('Ctrl-C during run --wait stops polling gently: exit 1, everything kept, and the next run finishes the work', async (t) => {
+  // 5 lines/s: the batch is surely still running when the interrupt comes.
+  const { work, sim, json } = await setup(t, { engine: { linesPerSecond: 5 } });
+  const child = spawn(process.execPath, [CLI, 'run', fixture('catalog.csv'), '--wait', '--sink', 'none', '--work-dir', work, '--set', 'batch_poll_interval=0.3'], { env: { ...process.env, OPENAI_BASE_URL: sim.baseURL, OPENAI_API_KEY: KEY } });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await waitFor(() => /batch\(es\) running/.test(stderr));
+  child.kill('SIGINT');
+  assert.equal(await exited, 1, stderr);
+  assert.match(stderr, /interrupted: finishing the current step/);
+  const kept = await json(['status', '--offline']);
+  assert.deepEqual([kept.totals.files, kept.totals.queued], [1, 0], 'the submitted batch is kept');
+  const done = await json(['run', '--wait', '--sink', 'none', '--set', 'batch_poll_interval=0.3']);
+  assert.equal(done.done, true);
+  assert.equal(done.status.strings.embedded, done.status.strings.total);
 });

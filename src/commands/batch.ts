@@ -157,7 +157,9 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
       log.info('\ninterrupted: finishing the current step; everything done so far is kept, rerun `embatch run` to go on');
       stop.abort();
     };
-    process.once('SIGINT', onSignal);
+    // Ctrl-C ends the polling loop gently; before it (prepare, real time) it stops the process as usual.
+    const polling = config.use_batch_embeddings;
+    if (polling && args.input === undefined) process.once('SIGINT', onSignal);
     let result: RunResult;
     try {
       result = await runPipeline(config, {
@@ -167,7 +169,10 @@ export const runCommand: CommandModule<CommonArgs, RunArgs> = {
         simulate: args.simulate,
         showProgress: !args.json && !args.quiet,
         signal: stop.signal,
-        onEvent: args.json ? undefined : printRunEvent,
+        onEvent: (e) => {
+          if (polling && e.type === 'prepared') process.once('SIGINT', onSignal);
+          if (!args.json) printRunEvent(e);
+        },
       });
     } finally {
       process.removeListener('SIGINT', onSignal);
