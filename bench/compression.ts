@@ -12,6 +12,8 @@
  *
  *   node dist/bench/compression.js [objects] [--queries N] [--configs 1536:none,1536:rq8,...] [--sync]
  *
+ * Its server listens on 8095 (gRPC 50095, pprof 6095); BENCH_WEAVIATE_PORT moves all three.
+ *
  * Default 100,000 objects, 200 queries, configs 1536:none,1536:rq8,1536:rq1,1536:pq,1536:bq,512:none,512:rq8, a server
  * with ASYNC_INDEXING=true (--sync: without). The vectors are synthetic but shaped like text embeddings (a shared
  * direction, 256 topic clusters, a 32-dimension local structure and noise; random pairs at cosine ~0.2, neighbours at
@@ -25,7 +27,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { configSchema, type Config } from '../src/config.js';
-import { connectWeaviate, ensureCollection } from '../src/weaviate.js';
+import weaviate, { type Collection } from 'weaviate-client';
+import { connectWeaviate, ensureCollection, type EntityProperties } from '../src/weaviate.js';
 import type { EntityObject } from '../transforms/build-objects.js';
 import { newUpsertCounters, upsertWeaviate } from '../transforms/upsert-weaviate.js';
 import { defaultOptions, start, stop, type ServerOptions } from '../scripts/weaviate.js';
@@ -191,10 +194,27 @@ interface Row {
   recall: number;
   queryMsP50: number;
   queryMsP95: number;
+  rescored: Array<{ rescoreLimit: number; recall: number; queryMsP50: number; queryMsP95: number }>;
+}
+
+/** recall@K of the queries against the exact neighbours, and the latency of each search (p50, p95). */
+async function searches(collection: Collection<EntityProperties>, gen: EmbeddingLike, exact: number[][]): Promise<{ recall: number; queryMsP50: number; queryMsP95: number }> {
+  let hits = 0;
+  const ms: number[] = [];
+  for (let q = 0; q < queries; q++) {
+    const t = performance.now();
+    const result = await collection.query.nearVector(Array.from(gen.vector(objects + q)), { limit: K, targetVector: 'default', returnProperties: [] });
+    ms.push(performance.now() - t);
+    const truth = new Set(exact[q]);
+    for (const o of result.objects) if (truth.has(indexOf(o.uuid))) hits++;
+  }
+  ms.sort((a, b) => a - b);
+  return { recall: hits / (queries * K), queryMsP50: ms[Math.floor(ms.length / 2)]!, queryMsP95: ms[Math.floor(ms.length * 0.95)]! };
 }
 
 async function measure(dims: number, kind: string, exact: number[][], gen: EmbeddingLike): Promise<Row> {
-  const server: ServerOptions = { ...defaultOptions(), httpPort: 8095, grpcPort: 50095, dir: path.join(dir, 'server'), memoryLimit: '16GiB', asyncIndexing, profilingPort: 6095,
+  const port = Number(process.env.BENCH_WEAVIATE_PORT ?? 8095);
+  const server: ServerOptions = { ...defaultOptions(), httpPort: port, grpcPort: port + 42_000, dir: path.join(dir, `server-${port}`), memoryLimit: '16GiB', asyncIndexing, profilingPort: port - 2000,
     // The indexing queue waits up to a minute for a chunk to fill before it indexes a partial one: the tail of an
     // import would count that wait as indexing time.
     env: { ASYNC_INDEXING_STALE_TIMEOUT: '1s' } };
@@ -258,17 +278,17 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
     client = await connectWeaviate(config);
     const reopened = await ensureCollection(client, config, dims);
     await settledHeap(profilingPort);
-    let hits = 0;
-    const ms: number[] = [];
-    for (let q = 0; q < queries; q++) {
-      const t = performance.now();
-      const result = await reopened.query.nearVector(Array.from(gen.vector(objects + q)), { limit: K, targetVector: 'default', returnProperties: [] });
-      ms.push(performance.now() - t);
-      const truth = new Set(exact[q]);
-      for (const o of result.objects) if (truth.has(indexOf(o.uuid))) hits++;
-    }
-    ms.sort((a, b) => a - b);
+    const searched = await searches(reopened, gen, exact);
     const heapSteady = await settledHeap(profilingPort);
+    // RQ and BQ read candidates back at full precision to rescore them (rescore_limit, 1,000 by default here): the
+    // same searches with fewer, to show what that buys.
+    const rescored: Row['rescored'] = [];
+    if (kind.startsWith('rq') || kind === 'bq')
+      for (const limit of [100, 10]) {
+        const q = weaviate.reconfigure.vectorIndex.quantizer;
+        await reopened.config.update({ vectorizers: [weaviate.reconfigure.vectors.update({ name: 'default', vectorIndexConfig: weaviate.reconfigure.vectorIndex.hnsw({ quantizer: kind === 'bq' ? q.bq({ rescoreLimit: limit }) : q.rq({ rescoreLimit: limit }) }) })] });
+        rescored.push({ rescoreLimit: limit, ...(await searches(reopened, gen, exact)) });
+      }
     return {
       config: `${dims}-d ${kind}`,
       ackedPerSecond: objects / acked,
@@ -279,9 +299,8 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
       rssPeak,
       diskMB,
       compressed,
-      recall: hits / (queries * K),
-      queryMsP50: ms[Math.floor(ms.length / 2)]!,
-      queryMsP95: ms[Math.floor(ms.length * 0.95)]!,
+      ...searched,
+      rescored,
     };
   } finally {
     await client.close().catch(() => {});
@@ -310,4 +329,5 @@ for (const r of rows) {
   console.log(
     `${r.config.padEnd(14)} ${n(r.ackedPerSecond).padStart(8)} ${n(r.indexedPerSecond).padStart(9)} ${n(r.heapBefore).padStart(20)} ${n(r.heapImported).padStart(8)} ${n(r.heapSteady).padStart(6)} ${n(perObject).padStart(13)} ${n(r.rssPeak).padStart(12)} ${n(r.diskMB).padStart(8)} ${n(r.recall, 3).padStart(10)} ${`${n(r.queryMsP50, 1)}/${n(r.queryMsP95, 1)}`.padStart(17)}  ${n((perObject * 45e6) / 2 ** 30, 0)} GB heap, ${n(((r.diskMB / objects) * 45e6) / 1024, 0)} GB disk${r.compressed || r.config.endsWith('none') ? '' : ' (NOT compressed)'}`,
   );
+  for (const x of r.rescored) console.log(`    the same searches at rescore_limit ${x.rescoreLimit}: recall@${K} ${n(x.recall, 3)}, query p50/p95 ${n(x.queryMsP50, 1)}/${n(x.queryMsP95, 1)} ms`);
 }
