@@ -10,7 +10,7 @@
  *   - recall@10 of `embatch query`-style searches (nearVector, limit 10, the configured ef and rescoring) against the
  *     exact nearest neighbours by cosine computed here, and the query latency.
  *
- *   node dist/bench/compression.js [objects] [--queries N] [--configs 1536:none,1536:rq8,...] [--sync]
+ *   node dist/bench/compression.js [objects] [--queries N] [--configs 1536:none,1536:rq8,...] [--data easy|hard] [--sync]
  *
  * Its server listens on 8095 (gRPC 50095, pprof 6095); BENCH_WEAVIATE_PORT moves all three.
  *
@@ -49,24 +49,34 @@ const dir = path.join(ROOT, '.tmp', 'bench-compression');
 mkdirSync(dir, { recursive: true });
 
 /** Vectors shaped like text embeddings, each computed from its index alone (see the header). */
+/** Data sets: `easy` (HNSW finds every true neighbour at 100k) and `hard` (a 128-dimension local structure, more noise). */
+const DATA_SHAPES: Record<string, { rank: number; noise: number }> = { easy: { rank: 32, noise: 0.35 }, hard: { rank: 128, noise: 0.5 } };
+const data = flag('--data') ?? 'easy';
+if (!DATA_SHAPES[data]) throw new Error(`--data takes ${Object.keys(DATA_SHAPES).join(' or ')}`);
+
 class EmbeddingLike {
   private readonly mean: Float32Array;
   private readonly centers: Float32Array[];
   private readonly basis: Float32Array[];
-  constructor(readonly dims: number, readonly seed = 7) {
+  constructor(
+    readonly dims: number,
+    /** The rank of the local structure and the isotropic noise: `hard` spreads neighbours over more dimensions. */
+    readonly shape: { rank: number; noise: number } = DATA_SHAPES.easy!,
+    readonly seed = 7,
+  ) {
     const rnd = mulberry32(seed);
     const gaussian = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
     const unit = () => normalize(Float32Array.from({ length: dims }, gaussian));
     this.mean = unit();
     this.centers = Array.from({ length: 256 }, unit);
-    this.basis = Array.from({ length: 32 }, () => Float32Array.from({ length: dims }, () => gaussian() / Math.sqrt(dims * 32)));
+    this.basis = Array.from({ length: shape.rank }, () => Float32Array.from({ length: dims }, () => gaussian() / Math.sqrt(dims * shape.rank)));
   }
   vector(i: number): Float32Array {
     const rnd = mulberry32((Math.imul(i + 1, 0x9e3779b1) ^ this.seed) >>> 0);
     const gaussian = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
     const center = this.centers[Math.floor(rnd() * this.centers.length)]!;
     const v = new Float32Array(this.dims);
-    const noise = 0.35 / Math.sqrt(this.dims);
+    const noise = this.shape.noise / Math.sqrt(this.dims);
     for (let d = 0; d < this.dims; d++) v[d] = 0.45 * this.mean[d]! + 0.55 * center[d]! + noise * gaussian();
     for (const b of this.basis) {
       const z = 0.6 * gaussian();
@@ -89,7 +99,7 @@ const indexOf = (uuid: string) => parseInt(uuid.slice(24), 16);
 
 /** The exact K nearest objects (by cosine) of each query vector: one pass over the objects, cached on disk. */
 function exactNeighbours(gen: EmbeddingLike): number[][] {
-  const file = path.join(dir, `exact-${gen.dims}-${objects}-${queries}.json`);
+  const file = path.join(dir, `exact-${data}-${gen.dims}-${objects}-${queries}.json`);
   if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as number[][];
   const started = Date.now();
   const qs = Array.from({ length: queries }, (_, q) => gen.vector(objects + q));
@@ -312,7 +322,7 @@ const rows: Row[] = [];
 const gens = new Map<number, { gen: EmbeddingLike; exact: number[][] }>();
 for (const { dims, kind } of configs) {
   if (!gens.has(dims)) {
-    const gen = new EmbeddingLike(dims);
+    const gen = new EmbeddingLike(dims, DATA_SHAPES[data]);
     gens.set(dims, { gen, exact: exactNeighbours(gen) });
   }
   const { gen, exact } = gens.get(dims)!;
@@ -322,7 +332,7 @@ for (const { dims, kind } of configs) {
 }
 
 const n = (x: number, digits = 0) => x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
-console.log(`\n${n(objects)} objects, ${queries} queries, recall@${K}; Weaviate ${asyncIndexing ? 'with' : 'without'} ASYNC_INDEXING, embatch's default batches (${configSchema.parse({}).weaviate.batch_size} x ${configSchema.parse({}).weaviate.concurrency})`);
+console.log(`\n${n(objects)} objects (${data} data), ${queries} queries, recall@${K}; Weaviate ${asyncIndexing ? 'with' : 'without'} ASYNC_INDEXING, embatch's default batches (${configSchema.parse({}).weaviate.batch_size} x ${configSchema.parse({}).weaviate.concurrency})`);
 console.log('config          acked/s indexed/s   live heap MB: empty imported steady  bytes/object  RSS peak MB  disk MB  recall@10  query p50/p95 ms  45M objects, one copy');
 for (const r of rows) {
   const perObject = ((r.heapSteady - r.heapBefore) * 1048576) / objects;
