@@ -31,7 +31,7 @@ import weaviate, { type Collection } from 'weaviate-client';
 import { connectWeaviate, ensureCollection, type EntityProperties } from '../src/weaviate.js';
 import type { EntityObject } from '../transforms/build-objects.js';
 import { newUpsertCounters, upsertWeaviate } from '../transforms/upsert-weaviate.js';
-import { defaultOptions, start, stop, type ServerOptions } from '../scripts/weaviate.js';
+import { defaultOptions, rssMB, start, stop, type ServerOptions } from '../scripts/weaviate.js';
 import { mulberry32 } from '../scripts/gen-catalog.js';
 import { ROOT } from './make-results.js';
 
@@ -189,7 +189,6 @@ async function settledHeap(profilingPort: number): Promise<number> {
   return last;
 }
 
-const peakRss = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
 interface Row {
   config: string;
@@ -277,7 +276,7 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
       info = await shards(url, collection);
     }
     const indexed = (performance.now() - t0) / 1000;
-    const rssPeak = peakRss(started.pid);
+    const rssPeak = rssMB(started.pid, true) ?? 0;
     const heapImported = await liveHeapMB(profilingPort);
     const compressed = info.every((s) => s.compressed === true);
     await client.close();

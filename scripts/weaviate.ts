@@ -339,10 +339,10 @@ export async function stop(o: ServerOptions, log: (line: string) => void = conso
   return true;
 }
 
-/** Resident memory of a process in MB, from /proc (Linux). */
-export function rssMB(pid: number): number | undefined {
+/** Resident memory of a process in MB, from /proc (Linux); `peak`: its high-water mark (VmHWM). */
+export function rssMB(pid: number, peak = false): number | undefined {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`${peak ? 'VmHWM' : 'VmRSS'}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : undefined;
   } catch {
     return undefined;

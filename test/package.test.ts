@@ -90,8 +90,9 @@ test('precomputed vectors into Weaviate with the results stages: the ids embatch
   try {
     const c = client.collections.get(collection);
     assert.equal((await c.aggregate.overAll()).totalCount, 250, 'every object once');
-    const { hashValue, uuid5 } = await import('../transforms/build-objects.js');
-    const o = await c.query.fetchObjectById(uuid5(`${hashValue('text 7')}_person`));
+    // The id the pipeline gives the text in that field, worked out by the pipeline's own functions.
+    const { hashValue, objectUuid } = await import('../transforms/build-objects.js');
+    const o = await c.query.fetchObjectById(objectUuid(hashValue('text 7'), 'person'));
     assert.equal(o?.properties.original_string, 'text 7');
   } finally {
     await client.close();
