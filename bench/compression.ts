@@ -29,6 +29,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { configSchema, type Config } from '../src/config.js';
 import weaviate, { type Collection } from 'weaviate-client';
 import { connectWeaviate, ensureCollection, type EntityProperties } from '../src/weaviate.js';
+import { openObjectWriter } from '../src/weaviate-writer.js';
 import type { EntityObject } from '../transforms/build-objects.js';
 import { newUpsertCounters, upsertWeaviate } from '../transforms/upsert-weaviate.js';
 import { defaultOptions, rssMB, start, stop, type ServerOptions } from '../scripts/weaviate.js';
@@ -236,6 +237,7 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
   let client = await connectWeaviate(config);
   try {
     const target = await ensureCollection(client, config, dims);
+    const writer = await openObjectWriter(config);
     const heapBefore = await liveHeapMB(profilingPort);
     const counters = newUpsertCounters();
     const t0 = performance.now();
@@ -253,7 +255,7 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
         { highWaterMark: 4 },
       ),
       upsertWeaviate({
-        collection: target,
+        writer,
         batchSize: config.weaviate.batch_size,
         maxBatchBytes: config.weaviate.max_batch_bytes,
         concurrency: config.weaviate.concurrency,
@@ -267,6 +269,7 @@ async function measure(dims: number, kind: string, exact: number[][], gen: Embed
       }),
     );
     const acked = (performance.now() - t0) / 1000;
+    writer.close();
     // Indexed: every object counted (an aggregate: /v1/nodes' objectCount is refreshed only now and then) and the
     // shards' vector queues empty.
     if ((await target.aggregate.overAll()).totalCount !== objects) throw new Error(`the collection does not hold ${objects} objects`);

@@ -1,8 +1,12 @@
-"""Insert the objects of an embatch JSONL sink file with the official Weaviate Python client v4, for bench/weaviate.
+"""The official Weaviate Python client v4 doing what `embatch replay` does, for bench/weaviate: read a result file,
+decode each base64 embedding and add its objects to a batch, timed as a whole (wall clock and CPU of this process).
 
-    python bench/weaviate_python.py <objects.jsonl> <collection> <fixed|dynamic> <http_port> <grpc_port>
+    python bench/weaviate_python.py <texts.jsonl> <results.jsonl> <collection> <mode> <host> <http_port> <grpc_port>
 
-Prints one JSON line: objects, seconds (reading, decoding and inserting), failed.
+<texts.jsonl> holds, per custom_id, the objects a result line makes without their vector ({"custom_id": ...,
+"objects": [{"uuid": ..., "properties": {...}}]}): what embatch reads from its state store. Loading it is timed too.
+<mode> is fixed:<batch_size>x<concurrent_requests>, dynamic or stream. Prints one JSON line: objects, seconds,
+cpu_seconds, failed.
 """
 import base64
 import json
@@ -11,10 +15,11 @@ import time
 
 import numpy as np
 import weaviate
-from weaviate.classes.config import Configure, DataType, Property, VectorDistances
+from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
 
-path, name, mode, http_port, grpc_port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-client = weaviate.connect_to_local(port=http_port, grpc_port=grpc_port)
+texts_path, results_path, name, mode, host = sys.argv[1:6]
+http_port, grpc_port = int(sys.argv[6]), int(sys.argv[7])
+client = weaviate.connect_to_local(host=host, port=http_port, grpc_port=grpc_port)
 try:
     if client.collections.exists(name):
         client.collections.delete(name)
@@ -22,26 +27,40 @@ try:
         name,
         properties=[
             Property(name="original_string", data_type=DataType.TEXT),
-            Property(name="hash_value", data_type=DataType.TEXT),
-            Property(name="field_type", data_type=DataType.TEXT),
+            Property(name="hash_value", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+            Property(name="field_type", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
             Property(name="frequency", data_type=DataType.INT),
         ],
         vector_config=Configure.Vectors.self_provided(name="default", vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)),
     )
     collection = client.collections.get(name)
-    started = time.perf_counter()
+    if mode.startswith("fixed:"):
+        size, concurrency = (int(x) for x in mode[len("fixed:"):].split("x"))
+        batcher = collection.batch.fixed_size(batch_size=size, concurrent_requests=concurrency)
+    elif mode == "dynamic":
+        batcher = collection.batch.dynamic()
+    elif mode == "stream":
+        batcher = collection.batch.stream()
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    texts = {}
+    with open(texts_path, "r", encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            texts[entry["custom_id"]] = entry["objects"]
     n = 0
-    batcher = collection.batch.fixed_size(batch_size=100, concurrent_requests=2) if mode == "fixed" else collection.batch.dynamic()
     with batcher as batch:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(results_path, "r", encoding="utf-8") as f:
             for line in f:
-                o = json.loads(line)
-                v = o["vector"]
-                vector = np.frombuffer(base64.b64decode(v), dtype="<f4").tolist() if isinstance(v, str) else v
-                batch.add_object(properties=o["properties"], uuid=o["uuid"], vector={"default": vector})
-                n += 1
-    seconds = time.perf_counter() - started
-    failed = len(collection.batch.failed_objects)
-    print(json.dumps({"objects": n, "seconds": seconds, "failed": failed}))
+                result = json.loads(line)
+                embedding = result["response"]["body"]["data"][0]["embedding"]
+                vector = np.frombuffer(base64.b64decode(embedding), dtype="<f4")
+                for o in texts[result["custom_id"]]:
+                    batch.add_object(properties=o["properties"], uuid=o["uuid"], vector={"default": vector})
+                    n += 1
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    print(json.dumps({"objects": n, "seconds": seconds, "cpu_seconds": cpu_seconds, "failed": len(collection.batch.failed_objects)}))
 finally:
     client.close()

@@ -11,7 +11,7 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { pipeline } from 'node:stream/promises';
-import { connectWeaviate, ensureCollection, InputError, loadConfig } from 'embatch';
+import { connectWeaviate, ensureCollection, InputError, loadConfig, openObjectWriter, type WeaviateObjectWriter } from 'embatch';
 import { batchItems, entityObject, newUpsertCounters, upsertWeaviate, type EntityObject } from 'embatch/transforms';
 
 const file = process.argv[2];
@@ -36,16 +36,20 @@ async function* objects(): AsyncGenerator<EntityObject> {
 }
 
 const client = await connectWeaviate(config);
+let writer: WeaviateObjectWriter | undefined;
 try {
   const w = config.weaviate;
-  const collection = await ensureCollection(client, config, null);
+  await ensureCollection(client, config, null);
+  // The collection is created (or checked) through the client; the objects go through embatch's writer.
+  writer = await openObjectWriter(config);
   const counters = newUpsertCounters();
   await pipeline(
     objects(),
     batchItems<EntityObject>(w.batch_size),
-    upsertWeaviate({ collection, batchSize: w.batch_size, maxBatchBytes: w.max_batch_bytes, concurrency: w.concurrency, maxObjectRetries: w.max_object_retries, requestRetries: w.request_retries, counters }),
+    upsertWeaviate({ writer, batchSize: w.batch_size, maxBatchBytes: w.max_batch_bytes, concurrency: w.concurrency, maxObjectRetries: w.max_object_retries, requestRetries: w.request_retries, counters }),
   );
   console.log(JSON.stringify({ collection: w.collection, acked: counters.acked, rejected: counters.rejected }));
 } finally {
+  writer?.close();
   await client.close();
 }

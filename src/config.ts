@@ -91,7 +91,7 @@ const weaviateSchema = z
     grpc_port: z.number().int().min(1).max(65_535).default(50051),
     api_key: z.string().min(1).nullable().default(null),
     collection: z.string().regex(/^[A-Z][_0-9A-Za-z]*$/, 'must start with a capital letter (Weaviate class names do)').default('EntityString'),
-    batch_size: z.number().int().min(1).max(10_000).default(200),
+    batch_size: z.number().int().min(1).max(10_000).default(500),
     max_batch_bytes: z.number().int().min(1024).max(100_000_000).default(16_000_000),
     concurrency: z.number().int().min(1).max(64).default(4),
     max_object_retries: z.number().int().min(0).default(2),

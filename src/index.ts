@@ -4,5 +4,6 @@
  */
 export * from './api.js';
 export { connectWeaviate, ensureCollection, type EntityProperties } from './weaviate.js';
+export { openObjectWriter, type WeaviateObjectWriter } from './weaviate-writer.js';
 export { StateStore } from './store.js';
 export { newCounters } from './types.js';

@@ -94,13 +94,21 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
     };
   }
   const { connectWeaviate, ensureCollection } = await import('./weaviate.js');
+  const { openObjectWriter } = await import('./weaviate-writer.js');
   const client: WeaviateClient = await connectWeaviate(config);
-  const collection = await ensureCollection(client, config, expectedDimensions(config.model, config.dimensions));
+  let writer: Awaited<ReturnType<typeof openObjectWriter>>;
+  try {
+    await ensureCollection(client, config, expectedDimensions(config.model, config.dimensions));
+    writer = await openObjectWriter(config);
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
   const w = config.weaviate;
   return {
     stage: (report) =>
       upsertWeaviate({
-        collection,
+        writer,
         batchSize: w.batch_size,
         maxBatchBytes: w.max_batch_bytes,
         concurrency: w.concurrency,
@@ -114,7 +122,10 @@ async function openSink(spec: SinkSpec, config: Config): Promise<Sink> {
         log: (m) => log.warn(m),
         unhealthyNodes: async () => (await client.cluster.nodes()).filter((n) => n.status !== 'HEALTHY').map((n) => `${n.name} (${n.status})`),
       }),
-    close: () => client.close(),
+    close: async () => {
+      writer.close();
+      await client.close();
+    },
   };
 }
 

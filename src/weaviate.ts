@@ -16,22 +16,41 @@ export type EntityProperties = {
   frequency: number;
 };
 
-export async function connectWeaviate(config: Config): Promise<WeaviateClient> {
+/** Where Weaviate is, as config.yml says, in the terms of weaviate-client's connection. */
+export function weaviateAddress(config: Config) {
   const w = config.weaviate;
   const url = new URL(w.url);
+  const secure = url.protocol === 'https:';
+  return {
+    host: url.hostname,
+    httpPort: Number(url.port || (secure ? 443 : 80)),
+    grpcPort: w.grpc_port,
+    secure,
+    apiKey: w.api_key ? new weaviate.ApiKey(w.api_key) : undefined,
+    timeout: { insert: w.timeout_insert, query: w.timeout_query, init: w.timeout_init },
+  };
+}
+
+export function unreachable(config: Config, err: unknown): EmbatchError {
+  const w = config.weaviate;
+  return new EmbatchError('WEAVIATE_UNREACHABLE', `cannot connect to Weaviate at ${w.url} (gRPC port ${w.grpc_port}): ${(err as Error).message}. Start it (npm run weaviate:start), set weaviate.url / WEAVIATE_URL, or use --sink jsonl`, { cause: err });
+}
+
+export async function connectWeaviate(config: Config): Promise<WeaviateClient> {
+  const a = weaviateAddress(config);
   try {
     return await weaviate.connectToCustom({
-      httpHost: url.hostname,
-      httpPort: Number(url.port || (url.protocol === 'https:' ? 443 : 80)),
-      httpSecure: url.protocol === 'https:',
-      grpcHost: url.hostname,
-      grpcPort: w.grpc_port,
-      grpcSecure: url.protocol === 'https:',
-      authCredentials: w.api_key ? new weaviate.ApiKey(w.api_key) : undefined,
-      timeout: { insert: w.timeout_insert, query: w.timeout_query, init: w.timeout_init },
+      httpHost: a.host,
+      httpPort: a.httpPort,
+      httpSecure: a.secure,
+      grpcHost: a.host,
+      grpcPort: a.grpcPort,
+      grpcSecure: a.secure,
+      authCredentials: a.apiKey,
+      timeout: a.timeout,
     });
   } catch (err) {
-    throw new EmbatchError('WEAVIATE_UNREACHABLE', `cannot connect to Weaviate at ${w.url} (gRPC port ${w.grpc_port}): ${(err as Error).message}. Start it (npm run weaviate:start), set weaviate.url / WEAVIATE_URL, or use --sink jsonl`, { cause: err });
+    throw unreachable(config, err);
   }
 }
 

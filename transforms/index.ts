@@ -10,7 +10,7 @@
  *
  * Results (what `index` and `replay` run):
  *   bytes --parseResults--> ParsedLine[] --decodeResults--> DecodedBatch --buildObjects(store)--> EntityObject[]
- *   --upsertWeaviate(collection) | writeObjectsJsonl(stream)
+ *   --upsertWeaviate(writer) | writeObjectsJsonl(stream)
  *
  * Vectors made elsewhere go straight to the last stages: `entityObject(text, field, vector)` gives an object the ids
  * the pipeline would give it.
@@ -29,7 +29,7 @@ export { writeRequestFiles, BATCH_MAX_LINES, type RequestFileStore, type WriteRe
 export { parseResults, type ParsedLine } from './parse-results.js';
 export { decodeResults, toVector, type DecodedBatch, type DecodedResult, type FailedLine } from './decode-results.js';
 export { buildObjects, entityObject, hashValue, objectUuid, type BuildObjectsOptions, type EntityObject, type ObjectStore } from './build-objects.js';
-export { upsertWeaviate, newUpsertCounters, type UpsertCounters, type UpsertOptions } from './upsert-weaviate.js';
+export { upsertWeaviate, newUpsertCounters, type UpsertCounters, type UpsertOptions, type ObjectWriter } from './upsert-weaviate.js';
 export { writeObjectsJsonl, float32ToBase64 } from './write-objects-jsonl.js';
 export type { CsvRecord, IngestCounters, NewString } from '../src/types.js';
 export type { EntityProperties } from '../src/weaviate.js';

@@ -1,8 +1,6 @@
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Collection } from 'weaviate-client';
 import { EmbatchError } from '../src/errors.js';
-import type { EntityProperties } from '../src/weaviate.js';
 import { BATCH_STREAM } from './batch-items.js';
 import type { EntityObject } from './build-objects.js';
 
@@ -15,11 +13,20 @@ export interface UpsertCounters {
   requests: number;
 }
 
+/** Where the objects go: one insert request at a time (embatch's is openObjectWriter, over weaviate-client's gRPC connection). */
+export interface ObjectWriter {
+  /**
+   * Inserts or replaces the objects in one request. Resolves with Weaviate's message for each object it refused, by
+   * position in `objects`; rejects when the request failed as a whole (then it is retried).
+   */
+  insert(objects: readonly EntityObject[]): Promise<Map<number, string>>;
+}
+
 export interface UpsertOptions {
-  collection: Collection<EntityProperties>;
+  writer: ObjectWriter;
   batchSize: number;
   maxBatchBytes: number;
-  /** insertMany requests in flight at once. The client spends ~1 ms per object and polls every 500 ms per call. */
+  /** Insert requests in flight at once. */
   concurrency: number;
   maxObjectRetries: number;
   requestRetries: number;
@@ -45,7 +52,7 @@ export function newUpsertCounters(): UpsertCounters {
 const objectBytes = (o: EntityObject) => o.vector.length * 4 + o.properties.original_string.length * 3 + 128;
 
 /**
- * Upserts objects with collection.data.insertMany: requests cut by count and bytes (well under the gRPC message
+ * Upserts objects through an ObjectWriter: requests cut by count and bytes (well under the gRPC message
  * limit), up to `concurrency` in flight. The write callback waits while that many are in flight, so the source
  * pauses when Weaviate is slower and memory stays flat. Objects Weaviate rejects are retried, then reported with the
  * server's message; a failed request (server down, timeout) is retried with backoff, and if Weaviate stays down the
@@ -78,14 +85,12 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
     inFlight.add(p);
   };
 
-  /** One insertMany, retried with backoff while Weaviate cannot take it (the request failed, or the cluster could not). */
-  const insert = async (objects: EntityObject[], firstAttempt: number): Promise<Awaited<ReturnType<typeof options.collection.data.insertMany>>> => {
-    // Built once: the vectors' conversion is most of a request's client-side cost, and a retry sends the same objects.
-    const payload = objects.map((o) => ({ id: o.uuid, properties: o.properties, vectors: { default: toNumbers(o.vector) } }));
+  /** One request, retried with backoff while Weaviate cannot take it (the request failed, or the cluster could not). */
+  const insert = async (objects: EntityObject[], firstAttempt: number): Promise<Map<number, string>> => {
     for (let attempt = firstAttempt; ; attempt++) {
       counters.sent += objects.length;
       try {
-        return await options.collection.data.insertMany(payload);
+        return await options.writer.insert(objects);
       } catch (err) {
         await unavailable(objects.length, attempt, (err as Error).message, err);
       }
@@ -111,18 +116,18 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
     let objects = [...byUuid.values()];
     counters.requests++;
     for (let attempt = 0; objects.length; attempt++) {
-      const result = await insert(objects, attempt);
+      const errors = await insert(objects, attempt);
       const acked: EntityObject[] = [];
       const refused: Array<{ object: EntityObject; message: string }> = [];
       const transient: EntityObject[] = [];
       let transientMessage = '';
       objects.forEach((o, i) => {
-        const error = result.errors[i];
-        if (!error) acked.push(o);
-        else if (isTransientObjectError(error.message)) {
+        const error = errors.get(i);
+        if (error === undefined) acked.push(o);
+        else if (isTransientObjectError(error)) {
           // The cluster could not take it now (a node away, too few replicas): not the object's fault.
           transient.push(o);
-          transientMessage = error.message;
+          transientMessage = error;
         } else {
           const tries = (refusals.get(o) ?? 0) + 1;
           refusals.set(o, tries);
@@ -131,7 +136,7 @@ export function upsertWeaviate(options: UpsertOptions): Writable {
             retryQueue.push(o);
           } else {
             counters.rejected++;
-            refused.push({ object: o, message: error.message });
+            refused.push({ object: o, message: error });
           }
         }
       });
@@ -202,11 +207,4 @@ const TRANSIENT_OBJECT_ERROR =
 
 export function isTransientObjectError(message: string): boolean {
   return TRANSIENT_OBJECT_ERROR.test(message);
-}
-
-function toNumbers(v: Float32Array): number[] {
-  // A plain loop: Array.from on a Float32Array costs ~50 µs per 1,536-d vector (streams-perf.md §3.1).
-  const out = new Array<number>(v.length);
-  for (let i = 0; i < v.length; i++) out[i] = v[i]!;
-  return out;
 }
