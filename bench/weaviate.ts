@@ -94,21 +94,13 @@ interface Run {
   serverCpu: number | undefined;
 }
 
-/** fetch, tried again once when the kept-alive connection was closed by the server while a client run went on. */
-const request = (url: string, init: RequestInit) => fetch(url, init).catch(() => fetch(url, init));
-
-async function objectCount(url: string, collection: string): Promise<number> {
-  const query = { query: `{ Aggregate { ${collection} { meta { count } } } }` };
-  const r = await request(`${url}/v1/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(query) });
-  const body = (await r.json()) as { data: { Aggregate: Record<string, Array<{ meta: { count: number } }>> } };
-  return body.data.Aggregate[collection]![0]!.meta.count;
-}
+const configFor = (url: string, grpcPort: number, collection: string) => loadConfig({ configPath: path.join(ROOT, 'config.yml'), env: {}, flags: { weaviate: { url, grpc_port: grpcPort, collection } } }).config;
 
 async function runOnce(kind: string, client: Run['client'], mode: string, n: number, d: Awaited<ReturnType<typeof data>>, url: string, grpcPort: number, serverPid: number | undefined, seq: number): Promise<Run> {
   const collection = `Bench${client === 'python' ? 'Py' : 'Embatch'}${seq}`;
   if (client === 'embatch') {
     // Made before the clock starts, as the Python side makes its own before its clock.
-    const config = loadConfig({ configPath: path.join(ROOT, 'config.yml'), env: {}, flags: { weaviate: { url, grpc_port: grpcPort, collection } } }).config;
+    const config = configFor(url, grpcPort, collection);
     const c = await connectWeaviate(config);
     await ensureCollection(c, config, null);
     await c.close();
@@ -122,9 +114,13 @@ async function runOnce(kind: string, client: Run['client'], mode: string, n: num
       : execFileSync(process.execPath, [path.join(ROOT, 'dist', 'bench', 'weaviate-embatch.js'), d.work, d.results, collection, mode], { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'inherit'] });
   const after = serverPid ? cpuSeconds(serverPid) : undefined;
   const r = JSON.parse(out.trim().split('\n').pop()!) as { objects: number; seconds: number; cpu_seconds: number; failed: number };
-  const held = await objectCount(url, collection);
+  // A new connection: the server closes idle kept-alive ones during a long client run.
+  const config = configFor(url, grpcPort, collection);
+  const c = await connectWeaviate(config);
+  const held = (await c.collections.get(collection).aggregate.overAll()).totalCount;
+  await c.collections.delete(collection);
+  await c.close();
   if (r.failed || held !== r.objects) throw new Error(`${client} ${mode} on ${kind}: ${r.failed} failed, ${held} of ${r.objects} objects in the collection`);
-  await request(`${url}/v1/schema/${collection}`, { method: 'DELETE' });
   const run = { client, mode, objects: r.objects, seconds: r.seconds, clientCpu: r.cpu_seconds, serverCpu: before !== undefined && after !== undefined ? after - before : undefined };
   console.log(`${kind} round ${seq} ${client} ${mode}: ${Math.round(run.objects / run.seconds)} objects/s, client ${((1000 * run.clientCpu) / run.objects).toFixed(3)} CPU-s/1k, server ${run.serverCpu === undefined ? '-' : ((1000 * run.serverCpu) / run.objects).toFixed(3)} CPU-s/1k`);
   return run;

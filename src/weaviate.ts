@@ -3,6 +3,7 @@
  * frequency, one self-provided vector named "default", cosine). An existing collection that does not match is an
  * error before anything is written.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import weaviate, { type Collection, type WeaviateClient } from 'weaviate-client';
 import type { Config } from './config.js';
 import { EmbatchError } from './errors.js';
@@ -36,21 +37,27 @@ export function unreachable(config: Config, err: unknown): EmbatchError {
   return new EmbatchError('WEAVIATE_UNREACHABLE', `cannot connect to Weaviate at ${w.url} (gRPC port ${w.grpc_port}): ${(err as Error).message}. Start it (npm run weaviate:start), set weaviate.url / WEAVIATE_URL, or use --sink jsonl`, { cause: err });
 }
 
+/** Tries to connect; a failure is tried again twice (a kept-alive connection the server closed meanwhile fails once). */
+const CONNECT_WAITS_MS = [500, 1500];
+
 export async function connectWeaviate(config: Config): Promise<WeaviateClient> {
   const a = weaviateAddress(config);
-  try {
-    return await weaviate.connectToCustom({
-      httpHost: a.host,
-      httpPort: a.httpPort,
-      httpSecure: a.secure,
-      grpcHost: a.host,
-      grpcPort: a.grpcPort,
-      grpcSecure: a.secure,
-      authCredentials: a.apiKey,
-      timeout: a.timeout,
-    });
-  } catch (err) {
-    throw unreachable(config, err);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await weaviate.connectToCustom({
+        httpHost: a.host,
+        httpPort: a.httpPort,
+        httpSecure: a.secure,
+        grpcHost: a.host,
+        grpcPort: a.grpcPort,
+        grpcSecure: a.secure,
+        authCredentials: a.apiKey,
+        timeout: a.timeout,
+      });
+    } catch (err) {
+      if (attempt >= CONNECT_WAITS_MS.length) throw unreachable(config, err);
+      await sleep(CONNECT_WAITS_MS[attempt]!);
+    }
   }
 }
 

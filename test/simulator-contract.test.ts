@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { encode } from 'gpt-tokenizer/encoding/cl100k_base';
 import OpenAI, { toFile } from 'openai';
 import { z } from 'zod';
+import { hashEmbedding } from '../src/simulator/embedding.js';
 import { startSimulator, type SimulatorOptions } from '../src/simulator/server.js';
 import { tempDir } from './helpers.js';
 
@@ -358,6 +359,16 @@ test('output lines come back in a full shuffle, seeded by the batch: not in inpu
   // The same batch read again gives the same file.
   const again = (await fileLines(client, b.output_file_id)).map((l) => Number(l.custom_id.slice(1)));
   assert.deepEqual(again, order);
+});
+
+test('a real-time answer lists its embeddings out of input order, each under its input\'s index, as the SDK returns them', async (t) => {
+  const { client } = await sim(t);
+  const input = Array.from({ length: 40 }, (_, i) => `text number ${i}`);
+  const r = await client.embeddings.create({ model: 'text-embedding-3-small', input, dimensions: 8 });
+  const indexes = r.data.map((d) => d.index);
+  assert.deepEqual([...indexes].sort((a, b) => a - b), input.map((_, i) => i), 'every input answered once');
+  assert.notDeepEqual(indexes, input.map((_, i) => i), 'not in input order');
+  for (const d of r.data) assert.deepEqual(d.embedding, Array.from(hashEmbedding(input[d.index]!, 8)), `item ${d.index} is its own input's`);
 });
 
 test('create-time refusals: an unknown input file, a completion window other than 24h', async (t) => {

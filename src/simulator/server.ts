@@ -284,8 +284,12 @@ export async function startSimulator(options: SimulatorOptions, port = 0, host =
     const answer = embeddingResponse(body as unknown as EmbeddingBody, checked);
     const omit = limits.omitInputsContaining;
     if (omit !== null) answer.data = answer.data.filter((d) => !checked.inputs[d.index]!.includes(omit));
+    // Each item says which input it embeds (`index`); nothing promises they come in input order, so they do not here.
+    shuffleSeeded(answer.data, ++answersGiven);
     send(res, 200, answer);
   }
+
+  let answersGiven = 0;
 
   function notFound(kind: string, id: string): never {
     throw new HttpError(404, `No such ${kind}: ${id}`, 'invalid_request_error', null, 'id');
@@ -365,4 +369,16 @@ async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknow
 
 function mask(key: string): string {
   return key.length > 8 ? `${key.slice(0, 3)}*****${key.slice(-4)}` : '*****';
+}
+
+/** Fisher-Yates in place, from a small generator seeded by `seed` (reproducible for a given request sequence). */
+function shuffleSeeded<T>(items: T[], seed: number): void {
+  let state = (Math.imul(seed, 0x9e3779b1) ^ 0x85ebca6b) >>> 0 || 1;
+  for (let i = items.length - 1; i > 0; i--) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    const j = (state >>> 0) % (i + 1);
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
 }
