@@ -4,8 +4,9 @@
  *
  * Why not `collection.data.insertMany`: it converts each vector to a number array and back to bytes, serializes one
  * object per `setTimeout` and polls for the end every 500 ms, so a request of 200 objects costs at least half a second
- * however fast the server is. On an async-indexing Weaviate that made embatch half as fast as the Python client
- * (BENCHMARKS.md "Weaviate"); this path sends the same messages over the same connection with a third of the CPU.
+ * however fast the server is. On an async-indexing Weaviate that held embatch to ~1,200 objects/s; this path sends the
+ * same messages over the same connection at a quarter of the client's CPU for the sending itself, and replay went to
+ * ~2,900 objects/s (BENCHMARKS.md "Weaviate").
  */
 import { endianness } from 'node:os';
 import { ConnectionGRPC } from 'weaviate-client';
