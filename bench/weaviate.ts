@@ -20,6 +20,7 @@ import { createReadStream, createWriteStream, existsSync, mkdirSync, rmSync, wri
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import CRC32 from 'crc-32';
+import { crcHex } from '../transforms/format-requests.js';
 import { loadConfig } from '../src/config.js';
 import { connectWeaviate, ensureCollection } from '../src/weaviate.js';
 import { cpuSeconds, defaultOptions, start, stop, type ServerOptions } from '../scripts/weaviate.js';
@@ -71,7 +72,7 @@ async function data(n: number) {
     const group: Array<{ uuid: string; properties: { original_string: string } }> = [];
     while (!next.done) {
       const o = JSON.parse(next.value) as { uuid: string; properties: { original_string: string }; vector: unknown };
-      const same = group.length ? o.properties.original_string === group[0]!.properties.original_string : (CRC32.str(o.properties.original_string) >>> 0).toString(16).padStart(8, '0') === crc;
+      const same = group.length ? o.properties.original_string === group[0]!.properties.original_string : crcHex(CRC32.str(o.properties.original_string)) === crc;
       if (!same) break;
       group.push({ uuid: o.uuid, properties: o.properties });
       next = await objectLines.next();
@@ -96,11 +97,11 @@ interface Run {
 
 const configFor = (url: string, grpcPort: number, collection: string) => loadConfig({ configPath: path.join(ROOT, 'config.yml'), env: {}, flags: { weaviate: { url, grpc_port: grpcPort, collection } } }).config;
 
-async function runOnce(kind: string, client: Run['client'], mode: string, n: number, d: Awaited<ReturnType<typeof data>>, url: string, grpcPort: number, serverPid: number | undefined, seq: number): Promise<Run> {
+async function runOnce(kind: string, round: number, client: Run['client'], mode: string, d: Awaited<ReturnType<typeof data>>, url: string, grpcPort: number, serverPid: number | undefined, seq: number): Promise<Run> {
   const collection = `Bench${client === 'python' ? 'Py' : 'Embatch'}${seq}`;
+  const config = configFor(url, grpcPort, collection);
   if (client === 'embatch') {
     // Made before the clock starts, as the Python side makes its own before its clock.
-    const config = configFor(url, grpcPort, collection);
     const c = await connectWeaviate(config);
     await ensureCollection(c, config, null);
     await c.close();
@@ -115,14 +116,13 @@ async function runOnce(kind: string, client: Run['client'], mode: string, n: num
   const after = serverPid ? cpuSeconds(serverPid) : undefined;
   const r = JSON.parse(out.trim().split('\n').pop()!) as { objects: number; seconds: number; cpu_seconds: number; failed: number };
   // A new connection: the server closes idle kept-alive ones during a long client run.
-  const config = configFor(url, grpcPort, collection);
   const c = await connectWeaviate(config);
   const held = (await c.collections.get(collection).aggregate.overAll()).totalCount;
   await c.collections.delete(collection);
   await c.close();
   if (r.failed || held !== r.objects) throw new Error(`${client} ${mode} on ${kind}: ${r.failed} failed, ${held} of ${r.objects} objects in the collection`);
   const run = { client, mode, objects: r.objects, seconds: r.seconds, clientCpu: r.cpu_seconds, serverCpu: before !== undefined && after !== undefined ? after - before : undefined };
-  console.log(`${kind} round ${seq} ${client} ${mode}: ${Math.round(run.objects / run.seconds)} objects/s, client ${((1000 * run.clientCpu) / run.objects).toFixed(3)} CPU-s/1k, server ${run.serverCpu === undefined ? '-' : ((1000 * run.serverCpu) / run.objects).toFixed(3)} CPU-s/1k`);
+  console.log(`${kind} round ${round} ${client} ${mode}: ${Math.round(run.objects / run.seconds)} objects/s, client ${((1000 * run.clientCpu) / run.objects).toFixed(3)} CPU-s/1k, server ${run.serverCpu === undefined ? '-' : ((1000 * run.serverCpu) / run.objects).toFixed(3)} CPU-s/1k`);
   return run;
 }
 
@@ -154,7 +154,7 @@ for (const kind of process.env.WEAVIATE_URL ? (['external'] as const) : servers)
   try {
     for (let round = 0; round < rounds; round++) {
       const order = modes.map((_, i) => modes[(i + round * 3) % modes.length]!);
-      for (const [client, mode] of order) runs.push(await runOnce(kind, client, mode, n, d, url, grpcPort, serverPid, ++seq));
+      for (const [client, mode] of order) runs.push(await runOnce(kind, round + 1, client, mode, d, url, grpcPort, serverPid, ++seq));
     }
   } finally {
     if (own) await stop(own);
